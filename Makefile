@@ -1,0 +1,51 @@
+# orderstream — `make run` starts everything, `make test` proves it. Both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST := $(BIN)/pytest
+
+.PHONY: install run test test-unit test-integration test-e2e lint docs stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## start the embedded broker, PostgreSQL and the four services until Ctrl-C
+	$(BIN)/orderstream run
+
+test: install lint  ## lint, then unit, integration and end-to-end tests on the embedded stack
+	$(PYTEST)
+
+test-unit: install
+	$(PYTEST) tests/unit
+
+test-integration: install
+	$(PYTEST) tests/integration
+
+test-e2e: install
+	$(PYTEST) tests/e2e
+
+lint: install
+	$(BIN)/ruff check services shared tests
+
+docs: install  ## regenerate docs/schemas and docs/asyncapi.json from the event models
+	$(BIN)/orderstream docs --out docs
+
+stack-up: install
+	$(BIN)/orderstream stack up
+
+stack-down: install
+	$(BIN)/orderstream stack down
+
+clean:
+	-$(BIN)/orderstream stack down
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache

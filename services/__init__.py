@@ -1,0 +1,1 @@
+"""orderstream's four services and the command line that runs them."""

@@ -1,0 +1,148 @@
+"""The ``orderstream`` command: run the system, manage the embedded stack, topics and docs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from services import stack
+from services.supervisor import SERVICES, Supervisor, SupervisorError
+from shared.kafka_admin import ensure_topics
+from shared.settings import ConnectionSettings
+
+log = logging.getLogger("orderstream")
+
+
+def _stack_up(args: argparse.Namespace, conn: ConnectionSettings) -> stack.StackInfo:
+    return stack.up(
+        kafka_port=args.kafka_port, postgres_port=args.postgres_port,
+        external_kafka=conn.external_kafka, external_database_url=conn.external_database_url,
+    )
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    conn = ConnectionSettings()
+    if args.action == "up":
+        info = _stack_up(args, conn)
+        print(f"KAFKA_BOOTSTRAP_SERVERS={info.kafka_bootstrap_servers}")
+        print(f"DATABASE_URL={info.database_url}")
+    elif args.action == "down":
+        stack.down()
+        print("stack stopped")
+    else:
+        print(json.dumps(stack.status(), indent=2, default=str))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    created = asyncio.run(ensure_topics(ConnectionSettings()))
+    print("created: " + (", ".join(created) if created else "nothing (all present)"))
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from shared import schemadoc
+
+    return schemadoc.main(["--out", args.out])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the stack (unless external), create topics, run the services until Ctrl-C."""
+    started = time.monotonic()
+    conn = ConnectionSettings()
+    all_external = bool(conn.external_kafka and conn.external_database_url)
+    info = _stack_up(args, conn)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": info.kafka_bootstrap_servers,
+           "DATABASE_URL": info.database_url}
+    conn = ConnectionSettings(kafka_bootstrap_servers=info.kafka_bootstrap_servers,
+                              database_url=info.database_url)
+    asyncio.run(ensure_topics(conn))
+    supervisor = Supervisor(env, log_dir=info.state_dir.parent / "logs",
+                            services=tuple(args.services))
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    code = 0
+    try:
+        supervisor.start()
+        supervisor.wait_ready()
+        print(f"orderstream ready in {time.monotonic() - started:.1f}s")
+        print(f"  kafka     {info.kafka_bootstrap_servers}")
+        print(f"  postgres  {info.database_url}")
+        for child in supervisor.children:
+            print(f"  {child.name:<10}{child.url}/metrics  log {child.log_path}")
+        print("Ctrl-C stops everything.", flush=True)
+        while not (dead := supervisor.dead()):
+            time.sleep(0.5)
+        print(supervisor.died_message(dead), file=sys.stderr)
+        code = 1
+    except _Stop as stop:
+        print(f"\n{stop}: stopping")
+    except SupervisorError as exc:
+        print(f"orderstream: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop()
+        if not all_external and not args.keep_stack:
+            stack.down()
+        print("stopped")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def ports(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--kafka-port", type=int, default=9092, help="embedded broker port")
+        p.add_argument("--postgres-port", type=int, default=5432, help="embedded PostgreSQL port")
+
+    p = sub.add_parser("run", help="start the embedded stack and all services until Ctrl-C")
+    ports(p)
+    p.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
+    p.add_argument("--keep-stack", action="store_true", help="leave broker and database running")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stack", help="the embedded broker and PostgreSQL")
+    p.add_argument("action", choices=("up", "down", "status"))
+    ports(p)
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("topics", help="create the catalogue's topics")
+    p.add_argument("action", choices=("create",))
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("docs", help="write JSON Schema and AsyncAPI for every topic")
+    p.add_argument("--out", default=str(Path("docs")))
+    p.set_defaults(func=cmd_docs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except stack.StackError as exc:
+        print(f"orderstream: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

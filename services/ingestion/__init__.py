@@ -1,0 +1,1 @@
+"""Ingestion: turns every channel's raw orders into one canonical OrderSubmitted, in UTC, once."""

@@ -1,0 +1,1 @@
+"""Inventory: the one stock pool every channel shares; reserves, releases and adjusts per SKU."""

@@ -1,0 +1,48 @@
+"""Inventory's stream adapter: load the SKU, decide, emit, record in the ledger, save."""
+
+from __future__ import annotations
+
+from services.inventory import domain, store
+from services.inventory.app import app, runtime, settings, stock, stock_inputs
+from shared.codec import InvalidRecord
+from shared.events import ReleaseReservation, ReserveStock, SafetyStockSet, StockAdjusted
+from shared.runtime import Record
+from shared.timeutil import utc_now
+from shared.topics import INVENTORY_EVENTS, STOCK_LEVELS
+
+
+def decide(state: domain.SkuState, event: object) -> domain.Decision:
+    now = utc_now()
+    match event:
+        case ReserveStock():
+            return domain.reserve(state, event, now=now, hold=settings.hold)
+        case ReleaseReservation():
+            return domain.release(state, event, now=now)
+        case StockAdjusted():
+            return domain.adjust(state, event)
+        case SafetyStockSet():
+            return domain.set_safety_stock(state, event)
+    raise InvalidRecord("unsupported_command",
+                        f"{type(event).__name__} is not handled by this inventory version")
+
+
+async def apply(record: Record) -> None:
+    event = record.value
+    if record.key != event.sku:
+        raise InvalidRecord("wrong_key", f"key must be the SKU {event.sku!r}, got {record.key!r}")
+    saved = stock.get(event.sku)
+    state = (domain.SkuState.model_validate(saved) if saved is not None
+             else domain.new_state(event.sku, settings.default_safety_stock))
+    decision = decide(state, event)
+    for outcome in decision.events:
+        await runtime.send(INVENTORY_EVENTS, outcome.order_id, outcome)
+    if decision.changed:
+        await runtime.send(STOCK_LEVELS, event.sku, decision.level(event.event_id))
+    await store.append_movements(await runtime.db.pool(), decision.movements)
+    if decision.state is not state:
+        stock[event.sku] = decision.state.model_dump(mode="json")  # last: replays re-decide
+
+
+@app.agent(stock_inputs, concurrency=1)
+async def apply_stock_changes(stream):
+    await runtime.consume(stream, apply)

@@ -1,0 +1,1 @@
+"""Notifier: tells customers what happened to their order, on every channel that can reach them."""

@@ -1,0 +1,1 @@
+"""Status-tracking: owns each order's state and reservation saga; publishes orders.status."""

@@ -1,0 +1,6 @@
+"""Run the status-tracking worker: python -m services.status."""
+
+from services.status.agents import runtime
+
+if __name__ == "__main__":
+    runtime.main()

@@ -1,0 +1,138 @@
+"""Runs the four services as child processes, waits until they answer, and stops them cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from services.ingestion.settings import IngestionSettings
+from services.inventory.settings import InventorySettings
+from services.notifier.settings import NotifierSettings
+from services.status.settings import StatusSettings
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("ingestion", "inventory", "status", "notifier")
+_SETTINGS = {
+    "ingestion": IngestionSettings,
+    "inventory": InventorySettings,
+    "status": StatusSettings,
+    "notifier": NotifierSettings,
+}
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+def configured_port(service: str) -> int:
+    """The HTTP port a service will use, from its own settings (environment or default)."""
+    return _SETTINGS[service]().http_port
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Supervisor:
+    """Starts ``python -m services.<name>`` per service with ``env`` added to ours.
+
+    Children run in their own sessions, so a Ctrl-C reaches only us and we stop them in
+    order (SIGTERM, then SIGKILL after a grace period): no orphan is left behind.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path,
+                 services: tuple[str, ...] = SERVICES,
+                 ports: dict[str, int] | None = None) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        ports = ports or {}
+        for name, port in ports.items():
+            self.env[f"ORDERSTREAM_{name.upper()}_HTTP_PORT"] = str(port)
+        self.children = [
+            Child(name, ports.get(name) or configured_port(name), log_dir / f"{name}.log")
+            for name in services
+        ]
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            child.log_file = child.log_path.open("wb")
+            child.proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{child.name}"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=child.log_file,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            log.info("event=service_started service=%s pid=%s port=%s log=%s",
+                     child.name, child.proc.pid, child.port, child.log_path)
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.children if c.proc is None or c.proc.poll() is not None]
+
+    def wait_ready(self, timeout: float = 90.0) -> float:
+        """Block until every service answers /health; returns seconds waited."""
+        started = time.monotonic()
+        pending = list(self.children)
+        while pending:
+            if dead := self.dead():
+                raise SupervisorError(self.died_message(dead))
+            pending = [c for c in pending if not _healthy(c.url)]
+            if not pending:
+                break
+            if time.monotonic() - started > timeout:
+                names = ", ".join(c.name for c in pending)
+                raise SupervisorError(f"not ready after {timeout:.0f}s: {names}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def stop(self, grace: float = 20.0) -> None:
+        running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for child in running:
+            child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in running:
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("event=service_killed service=%s reason=no exit after SIGTERM",
+                            child.name)
+                os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+        for child in self.children:
+            if child.log_file is not None:
+                child.log_file.close()
+                child.log_file = None
+
+    def died_message(self, dead: list[Child]) -> str:
+        parts = []
+        for child in dead:
+            tail = child.log_path.read_text(errors="replace").splitlines()[-30:]
+            code = child.proc.returncode if child.proc else None
+            parts.append(f"{child.name} exited with {code}; last log lines:\n" + "\n".join(tail))
+        return "\n\n".join(parts)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,1 @@
+"""What more than one orderstream service uses: events, topics, codec, settings, runtime."""

@@ -1,0 +1,36 @@
+"""Stream metrics every service exports, on the service's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class StreamMetrics:
+    """Events in, out and failed per topic, retries, and per-record processing latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events_in = Counter(
+            "orderstream_events_in_total", "Records consumed, by topic and event type",
+            ["topic", "event_type"], registry=registry,
+        )
+        self.events_out = Counter(
+            "orderstream_events_out_total", "Records produced, by topic and event type",
+            ["topic", "event_type"], registry=registry,
+        )
+        self.events_failed = Counter(
+            "orderstream_events_failed_total",
+            "Records sent to the dead-letter topic, by source topic and reason",
+            ["topic", "reason"], registry=registry,
+        )
+        self.retries = Counter(
+            "orderstream_event_retries_total",
+            "Transient failures retried (database or broker unavailable), by topic",
+            ["topic"], registry=registry,
+        )
+        self.processing_seconds = Histogram(
+            "orderstream_processing_seconds",
+            "Time from taking a record to finishing its effects, by topic",
+            ["topic"], registry=registry, buckets=LATENCY_BUCKETS,
+        )

@@ -1,0 +1,53 @@
+"""The four services as real processes on the session's broker and database, isolated by a
+topic, group and schema prefix of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.stack import StackInfo, free_port
+from services.supervisor import SERVICES, Supervisor
+from shared.kafka_admin import ensure_topics
+from shared.settings import ConnectionSettings
+
+
+@dataclass(frozen=True)
+class System:
+    conn: ConnectionSettings
+    supervisor: Supervisor
+
+    def port(self, service: str) -> int:
+        return next(c.port for c in self.supervisor.children if c.name == service)
+
+
+@pytest.fixture(scope="module")
+def system(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    work: Path = tmp_path_factory.mktemp("system")
+    conn = ConnectionSettings(
+        kafka_bootstrap_servers=stack_info.kafka_bootstrap_servers,
+        database_url=stack_info.database_url,
+        topic_prefix=prefix,
+        topic_partitions=4,
+    )
+    asyncio.run(ensure_topics(conn))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": stack_info.kafka_bootstrap_servers,
+        "DATABASE_URL": stack_info.database_url,
+        "ORDERSTREAM_TOPIC_PREFIX": prefix,
+        "ORDERSTREAM_TOPIC_PARTITIONS": "4",
+        "ORDERSTREAM_DATA_DIR": str(work / "data"),
+    }
+    supervisor = Supervisor(env, work / "logs", ports={name: free_port() for name in SERVICES})
+    supervisor.start()
+    try:
+        supervisor.wait_ready(timeout=120)
+        yield System(conn, supervisor)
+    finally:
+        supervisor.stop()
