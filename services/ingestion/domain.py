@@ -6,11 +6,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.codec import InvalidRecord
 from shared.events import Channel, Customer, OrderLine, OrderSubmitted, derive_id
-from shared.timeutil import localize
+from shared.timeutil import localize, to_utc
 
 
 def order_id_for(channel: str, channel_order_id: str) -> str:
@@ -62,16 +70,27 @@ class WebOrder(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
-    placed_at: datetime
+    placed_at: AwareDatetime
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     customer: WebCustomer
     lines: list[WebLine] = Field(min_length=1, max_length=500)
     paid: bool = False
 
+    @field_validator("placed_at", mode="before")
+    @classmethod
+    def _in_channel_zone(cls, value: Any, info: ValidationInfo) -> Any:
+        """A naive time is the channel's wall clock: read it in the zone given as context."""
+        if isinstance(value, str | datetime):
+            parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                return localize(parsed, (info.context or {})["zone"])
+            return to_utc(parsed)
+        return value
+
 
 def normalise_web(payload: Any, *, zone: str) -> OrderSubmitted:
     """A `web` payload (parsed JSON) to OrderSubmitted; raises pydantic ValidationError."""
-    order = WebOrder.model_validate(payload)
+    order = WebOrder.model_validate(payload, context={"zone": zone})
     order_id = order_id_for(Channel.WEB, order.order_id)
     lines = tuple(
         OrderLine(line=i, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price)
@@ -92,7 +111,7 @@ def normalise_web(payload: Any, *, zone: str) -> OrderSubmitted:
         currency=order.currency,
         total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
         paid=order.paid,
-        placed_at=localize(order.placed_at, zone),
+        placed_at=order.placed_at,
     )
 
 

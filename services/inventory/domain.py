@@ -45,6 +45,7 @@ class Reservation(BaseModel):
     hold_until: datetime | None = None
     outcome_event_id: str
     reason: str = ""
+    available: int = 0  # what a rejection reported, so a replay repeats it unchanged
 
 
 class SkuState(BaseModel):
@@ -120,7 +121,8 @@ def reserve(state: SkuState, cmd: ReserveStock, *, now: datetime, hold: timedelt
         rejected = StockRejected(event_id=outcome_id, reason=reason,
                                  available=max(state.available, 0), **common)
         res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
-                          state="rejected", outcome_event_id=outcome_id, reason=reason)
+                          state="rejected", outcome_event_id=outcome_id, reason=reason,
+                          available=rejected.available)
         return Decision(_with(state, key, res), [rejected])
     hold_until = cmd.hold_until or now + hold
     res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
@@ -139,7 +141,7 @@ def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decis
     if existing is None:
         # Nothing held yet: remember the release, so a late reserve for this line cannot
         # take stock after its order gave up on it.
-        res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=1, state="cancelled",
+        res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=0, state="cancelled",
                           outcome_event_id=derive_id("reserve-outcome", cmd.order_id, cmd.line),
                           reason="released_before_reserve")
         return Decision(_with(state, key, res))
@@ -195,7 +197,7 @@ def _outcome_of(res: Reservation, cmd: ReserveStock) -> Event:
     """The answer a reservation already gave, re-sent unchanged for a replayed command."""
     common = {"event_id": res.outcome_event_id, "correlation_id": cmd.correlation_id,
               "order_id": res.order_id, "line": res.line, "sku": cmd.sku,
-              "quantity": res.quantity}
+              "quantity": res.quantity or cmd.quantity}
     if res.state in ("rejected", "cancelled"):
-        return StockRejected(reason=res.reason, **common)
+        return StockRejected(reason=res.reason, available=res.available, **common)
     return StockReserved(hold_until=res.hold_until, **common)

@@ -190,3 +190,14 @@ def test_main_writes_to_out_and_prints_the_paths(
     assert str(tmp_path / "site" / "asyncapi.json") in printed
     assert len(printed) == len(ALL_EVENTS) + 1
     assert all(Path(line).is_file() for line in printed)
+
+
+def test_committed_docs_match_the_models(tmp_path: Path) -> None:
+    """docs/ is generated; a model change without `make docs` fails here."""
+    committed = Path(__file__).parents[3] / "docs"
+    schemadoc.write_docs(tmp_path)
+    fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.json")}
+    stored = {p.relative_to(committed): p.read_text() for p in committed.rglob("*.json")}
+    assert sorted(fresh) == sorted(stored), "run `make docs`"
+    stale = [str(name) for name in fresh if fresh[name] != stored[name]]
+    assert not stale, f"run `make docs`: {stale}"

@@ -1,0 +1,554 @@
+"""Stock rules for one SKU: reserve, release, adjust; every command is idempotent."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from services.inventory.domain import (
+    Decision,
+    Reservation,
+    SkuState,
+    adjust,
+    new_state,
+    release,
+    reserve,
+    set_safety_stock,
+)
+from shared.events import (
+    ReleaseReservation,
+    ReservationReleased,
+    ReserveStock,
+    SafetyStockSet,
+    StockAdjusted,
+    StockLevel,
+    StockRejected,
+    StockReserved,
+    derive_id,
+)
+
+SKU = "SKU-1001"
+NOW = datetime(2026, 1, 20, 8, 0, tzinfo=UTC)
+HOLD = timedelta(minutes=30)
+
+
+# --- factories ---------------------------------------------------------------------------
+
+
+def adjusted(delta: int | None = None, *, absolute: int | None = None,
+             event_id: str | None = None, reason: str = "restock") -> StockAdjusted:
+    fields: dict[str, Any] = {"sku": SKU, "delta": delta, "absolute": absolute,
+                              "reason": reason, "source": "wms", "occurred_at": NOW}
+    if event_id is not None:
+        fields["event_id"] = event_id
+    return StockAdjusted(**fields)
+
+
+def reserve_cmd(order_id: str = "ord-1", line: int = 1, quantity: int = 1,
+                hold_until: datetime | None = None) -> ReserveStock:
+    return ReserveStock(event_id=derive_id("reserve", order_id, line), correlation_id=order_id,
+                        order_id=order_id, line=line, sku=SKU, quantity=quantity,
+                        hold_until=hold_until)
+
+
+def release_cmd(order_id: str = "ord-1", line: int = 1,
+                reason: str = "order_rejected") -> ReleaseReservation:
+    return ReleaseReservation(event_id=derive_id("release-cmd", order_id, line),
+                              correlation_id=order_id, order_id=order_id, line=line, sku=SKU,
+                              reason=reason)
+
+
+def safety(threshold: int) -> SafetyStockSet:
+    return SafetyStockSet(sku=SKU, threshold=threshold, source="operator:li")
+
+
+def stocked(on_hand: int, safety_stock: int = 0) -> SkuState:
+    """A known SKU with ``on_hand`` units and the given safety stock."""
+    state = new_state(SKU, safety_stock)
+    if on_hand:
+        return adjust(state, adjusted(on_hand)).state
+    return adjust(state, adjusted(absolute=0)).state
+
+
+def do_reserve(state: SkuState, cmd: ReserveStock) -> Decision:
+    return reserve(state, cmd, now=NOW, hold=HOLD)
+
+
+def do_release(state: SkuState, cmd: ReleaseReservation) -> Decision:
+    return release(state, cmd, now=NOW)
+
+
+def counts(state: SkuState) -> tuple[int, int, int]:
+    return state.on_hand, state.reserved, state.available
+
+
+def only_event(decision: Decision) -> Any:
+    assert len(decision.events) == 1, decision.events
+    return decision.events[0]
+
+
+def without_time(event: Any) -> dict[str, Any]:
+    return event.model_dump(exclude={"occurred_at"})
+
+
+# --- reserve -----------------------------------------------------------------------------
+
+
+def test_new_sku_is_unknown_and_not_sellable() -> None:
+    state = new_state(SKU, 3)
+    assert (state.known, state.sellable, state.safety_stock) == (False, False, 3)
+
+
+def test_reserve_on_an_unknown_sku_is_rejected_unknown_sku() -> None:
+    state = new_state(SKU, 0)
+    decision = do_reserve(state, reserve_cmd(quantity=2))
+    event = only_event(decision)
+    assert isinstance(event, StockRejected)
+    assert (event.reason, event.quantity, event.available) == ("unknown_sku", 2, 0)
+    assert event.event_id == derive_id("reserve-outcome", "ord-1", 1)
+    assert counts(decision.state) == (0, 0, 0)
+    assert decision.movements == []
+    assert decision.changed is False
+
+
+def test_reserve_within_available_holds_the_stock() -> None:
+    state = stocked(5)
+    decision = do_reserve(state, reserve_cmd(quantity=3))
+
+    event = only_event(decision)
+    assert isinstance(event, StockReserved)
+    assert (event.order_id, event.line, event.sku, event.quantity) == ("ord-1", 1, SKU, 3)
+    assert event.correlation_id == "ord-1"
+    assert event.hold_until == NOW + HOLD
+    assert counts(decision.state) == (5, 3, 2)
+    assert decision.changed is True
+    [movement] = decision.movements
+    assert (movement.kind, movement.on_hand_delta, movement.reserved_delta) == ("reserve", 0, 3)
+    assert (movement.order_id, movement.line, movement.movement_id) == ("ord-1", 1, event.event_id)
+    assert decision.state.reservations["ord-1:1"].state == "held"
+
+
+def test_reserve_keeps_the_hold_until_the_command_asks_for() -> None:
+    until = NOW + timedelta(hours=4)
+    event = only_event(do_reserve(stocked(5), reserve_cmd(hold_until=until)))
+    assert event.hold_until == until
+
+
+def test_reserve_does_not_mutate_the_input_state() -> None:
+    state = stocked(5)
+    before = state.model_dump()
+    do_reserve(state, reserve_cmd(quantity=3))
+    assert state.model_dump() == before
+
+
+@pytest.mark.parametrize("quantity", [6, 7, 100])
+def test_reserve_more_than_available_is_rejected_insufficient_stock(quantity: int) -> None:
+    state = do_reserve(stocked(10), reserve_cmd("ord-0", quantity=5)).state  # available 5
+    decision = do_reserve(state, reserve_cmd(quantity=quantity))
+    event = only_event(decision)
+    assert isinstance(event, StockRejected)
+    assert (event.reason, event.available, event.quantity) == ("insufficient_stock", 5, quantity)
+    assert counts(decision.state) == counts(state) == (10, 5, 5)
+    assert (decision.movements, decision.changed) == ([], False)
+
+
+def test_reserve_of_exactly_the_available_stock_succeeds() -> None:
+    decision = do_reserve(stocked(4), reserve_cmd(quantity=4))
+    assert isinstance(only_event(decision), StockReserved)
+    assert counts(decision.state) == (4, 4, 0)
+
+
+def test_reserve_on_a_known_sku_with_nothing_on_hand_is_not_sellable() -> None:
+    event = only_event(do_reserve(stocked(0), reserve_cmd()))
+    assert (event.event_type, event.reason) == ("StockRejected", "not_sellable")
+
+
+@pytest.mark.parametrize(("on_hand", "threshold", "quantity"),
+                         list(itertools.product(range(7), range(5), range(1, 8))))
+def test_reserve_outcome_for_every_small_stock_threshold_and_quantity(
+    on_hand: int, threshold: int, quantity: int,
+) -> None:
+    state = stocked(on_hand, safety_stock=threshold)
+    assert state.sellable is (on_hand > threshold)
+    decision = do_reserve(state, reserve_cmd(quantity=quantity))
+    event = only_event(decision)
+    if on_hand <= threshold:
+        assert (event.event_type, event.reason) == ("StockRejected", "not_sellable")
+    elif quantity > on_hand:
+        assert (event.event_type, event.reason) == ("StockRejected", "insufficient_stock")
+    else:
+        assert event.event_type == "StockReserved"
+        assert counts(decision.state) == (on_hand, quantity, on_hand - quantity)
+        return
+    assert counts(decision.state) == (on_hand, 0, on_hand)
+
+
+def test_safety_stock_makes_a_sku_unsellable_once_available_drops_to_the_threshold() -> None:
+    state = stocked(5)
+    state = set_safety_stock(state, safety(3)).state
+    state = do_reserve(state, reserve_cmd("ord-1", quantity=2)).state  # available 3 == threshold
+    assert state.sellable is False
+    event = only_event(do_reserve(state, reserve_cmd("ord-2", quantity=1)))
+    assert (event.event_type, event.reason, event.available) == ("StockRejected", "not_sellable", 3)
+
+
+def test_set_safety_stock_changes_only_when_the_threshold_differs() -> None:
+    state = stocked(5, safety_stock=2)
+    same = set_safety_stock(state, safety(2))
+    assert (same.changed, same.state) == (False, state)
+    other = set_safety_stock(state, safety(5))
+    assert other.changed is True
+    assert (other.state.safety_stock, other.state.sellable) == (5, False)
+    assert (other.events, other.movements) == ([], [])
+
+
+def test_level_reports_the_counts_with_an_id_derived_from_the_cause() -> None:
+    decision = do_reserve(stocked(5, safety_stock=1), reserve_cmd(quantity=3))
+    level = decision.level("cause-1")
+    assert isinstance(level, StockLevel)
+    assert (level.sku, level.on_hand, level.reserved, level.available) == (SKU, 5, 3, 2)
+    assert (level.safety_stock, level.sellable) == (1, True)
+    assert level.event_id == decision.level("cause-1").event_id
+    assert level.event_id != decision.level("cause-2").event_id
+
+
+# --- replays -----------------------------------------------------------------------------
+
+
+def test_replayed_reserve_returns_the_same_outcome_and_changes_nothing() -> None:
+    first = do_reserve(stocked(5), reserve_cmd(quantity=3))
+    replay = do_reserve(first.state, reserve_cmd(quantity=3))
+    event = only_event(replay)
+    assert isinstance(event, StockReserved)
+    assert event.event_id == first.events[0].event_id
+    assert replay.state == first.state
+    assert (replay.movements, replay.changed) == ([], False)
+
+
+def test_replayed_rejection_stays_rejected_with_the_same_id_after_a_restock() -> None:
+    first = do_reserve(stocked(2), reserve_cmd(quantity=3))
+    assert first.events[0].reason == "insufficient_stock"
+    restocked = adjust(first.state, adjusted(100)).state
+    replay = do_reserve(restocked, reserve_cmd(quantity=3))
+    event = only_event(replay)
+    assert isinstance(event, StockRejected)
+    assert (event.event_id, event.reason) == (first.events[0].event_id, "insufficient_stock")
+    assert replay.state == restocked
+    assert counts(replay.state) == (102, 0, 102)
+    assert (replay.movements, replay.changed) == ([], False)
+
+
+def test_replayed_unknown_sku_rejection_stays_rejected_once_the_sku_is_known() -> None:
+    first = do_reserve(new_state(SKU, 0), reserve_cmd())
+    known = adjust(first.state, adjusted(10)).state
+    event = only_event(do_reserve(known, reserve_cmd()))
+    assert (event.event_type, event.reason, event.event_id) == (
+        "StockRejected", "unknown_sku", first.events[0].event_id)
+
+
+SCENARIOS = {
+    "reserved": (5, 0, 3),
+    "insufficient_stock": (2, 0, 3),
+    "not_sellable": (2, 2, 1),
+}
+
+
+@pytest.mark.parametrize(("on_hand", "threshold", "quantity"), list(SCENARIOS.values()),
+                         ids=list(SCENARIOS))
+def test_replayed_outcome_is_the_original_answer_resent_unchanged(
+    on_hand: int, threshold: int, quantity: int,
+) -> None:
+    # _outcome_of promises "the answer a reservation already gave, re-sent unchanged".
+    first = do_reserve(stocked(on_hand, threshold), reserve_cmd(quantity=quantity))
+    replay = do_reserve(first.state, reserve_cmd(quantity=quantity))
+    assert without_time(only_event(replay)) == without_time(only_event(first))
+
+
+# --- release -----------------------------------------------------------------------------
+
+
+def test_release_of_a_held_reservation_gives_the_stock_back() -> None:
+    held = do_reserve(stocked(5), reserve_cmd(quantity=3)).state
+    decision = do_release(held, release_cmd(reason="payment_failed"))
+    event = only_event(decision)
+    assert isinstance(event, ReservationReleased)
+    assert (event.order_id, event.line, event.quantity, event.reason) == (
+        "ord-1", 1, 3, "payment_failed")
+    assert event.event_id == derive_id("release", "ord-1", 1)
+    assert counts(decision.state) == (5, 0, 5)
+    assert decision.changed is True
+    [movement] = decision.movements
+    assert (movement.kind, movement.on_hand_delta, movement.reserved_delta) == ("release", 0, -3)
+    assert decision.state.reservations["ord-1:1"].state == "released"
+
+
+def test_replayed_release_re_sends_the_same_event_and_changes_nothing() -> None:
+    held = do_reserve(stocked(5), reserve_cmd(quantity=3)).state
+    first = do_release(held, release_cmd())
+    replay = do_release(first.state, release_cmd())
+    assert only_event(replay).event_id == first.events[0].event_id
+    assert replay.state == first.state
+    assert (replay.movements, replay.changed) == ([], False)
+
+
+def test_release_of_a_rejected_reservation_does_nothing() -> None:
+    rejected = do_reserve(stocked(1), reserve_cmd(quantity=3)).state
+    decision = do_release(rejected, release_cmd())
+    assert decision.state == rejected
+    assert (decision.events, decision.movements, decision.changed) == ([], [], False)
+
+
+def test_release_touches_only_its_own_reservation() -> None:
+    state = stocked(10)
+    state = do_reserve(state, reserve_cmd("ord-1", 1, 2)).state
+    state = do_reserve(state, reserve_cmd("ord-1", 2, 3)).state
+    state = do_reserve(state, reserve_cmd("ord-2", 1, 4)).state
+    state = do_release(state, release_cmd("ord-1", 2)).state
+    assert counts(state) == (10, 6, 4)
+    assert {k: r.state for k, r in state.reservations.items()} == {
+        "ord-1:1": "held", "ord-1:2": "released", "ord-2:1": "held"}
+
+
+def test_release_before_reserve_makes_the_late_reserve_rejected() -> None:
+    early = do_release(stocked(10), release_cmd())
+    assert (early.events, early.movements, early.changed) == ([], [], False)
+    assert counts(early.state) == (10, 0, 10)
+
+    late = do_reserve(early.state, reserve_cmd(quantity=5))
+    event = only_event(late)
+    assert isinstance(event, StockRejected)
+    assert event.reason == "released_before_reserve"
+    assert event.event_id == derive_id("reserve-outcome", "ord-1", 1)
+    assert counts(late.state) == (10, 0, 10)
+    assert (late.movements, late.changed) == ([], False)
+    # and the early release, replayed, still changes nothing
+    again = do_release(late.state, release_cmd())
+    assert (again.state, again.events, again.changed) == (late.state, [], False)
+
+
+def test_late_reserve_rejection_reports_the_commanded_quantity() -> None:
+    early = do_release(stocked(10), release_cmd()).state
+    event = only_event(do_reserve(early, reserve_cmd(quantity=5)))
+    assert event.quantity == 5
+
+
+# --- adjust ------------------------------------------------------------------------------
+
+
+def test_first_adjustment_makes_the_sku_known() -> None:
+    decision = adjust(new_state(SKU, 0), adjusted(5))
+    assert decision.state.known is True
+    assert counts(decision.state) == (5, 0, 5)
+    assert decision.changed is True
+    assert decision.events == []
+    [movement] = decision.movements
+    assert (movement.kind, movement.on_hand_delta, movement.reserved_delta) == ("adjust", 5, 0)
+    assert (movement.reason, movement.source, movement.occurred_at) == ("restock", "wms", NOW)
+
+
+def test_replayed_adjustment_with_the_same_event_id_changes_nothing() -> None:
+    cmd = adjusted(5, event_id="adj-1")
+    first = adjust(stocked(2), cmd)
+    replay = adjust(first.state, cmd)
+    assert replay.state == first.state
+    assert counts(replay.state) == (7, 0, 7)
+    assert (replay.events, replay.movements, replay.changed) == ([], [], False)
+
+
+def test_distinct_adjustments_with_equal_deltas_both_apply() -> None:
+    state = adjust(stocked(0), adjusted(5, event_id="adj-1")).state
+    state = adjust(state, adjusted(5, event_id="adj-2")).state
+    assert state.on_hand == 10
+
+
+def test_stocktake_sets_on_hand_and_keeps_reservations() -> None:
+    state = do_reserve(stocked(10), reserve_cmd(quantity=4)).state
+    decision = adjust(state, adjusted(absolute=7, reason="stocktake"))
+    assert counts(decision.state) == (7, 4, 3)
+    [movement] = decision.movements
+    assert movement.on_hand_delta == -3
+    replay = adjust(decision.state, adjusted(absolute=7, event_id=movement.movement_id))
+    assert replay.state == decision.state
+
+
+def test_negative_adjustment_may_take_on_hand_below_reserved() -> None:
+    # Damage is a fact, not a request: it applies even when stock is promised.
+    state = do_reserve(stocked(5), reserve_cmd(quantity=5)).state
+    state = adjust(state, adjusted(-3, reason="damage")).state
+    assert counts(state) == (2, 5, -3)
+    assert state.sellable is False
+    assert state.reservations["ord-1:1"].state == "held"
+    event = only_event(do_reserve(state, reserve_cmd("ord-2")))
+    assert (event.reason, event.available) == ("not_sellable", 0)
+
+
+# --- stateful: any sequence of commands keeps the books straight -------------------------
+
+ORDERS = st.sampled_from(["o-1", "o-2", "o-3"])
+LINES = st.integers(1, 3)
+
+
+class OneSku(RuleBasedStateMachine):
+    """Drives one SKU with adjustments, reservations, releases and replays, against a model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = new_state(SKU, 0)
+        self.history: list[tuple[str, Any]] = []
+        self.adjustments = 0
+        # the model: what each (order, line) should be, and the counts
+        self.on_hand = 0
+        self.known = False
+        self.held: dict[str, int] = {}
+        self.answered: dict[str, tuple[str, str]] = {}  # key -> (event_type, event_id)
+        self.cancelled: set[str] = set()
+        self.released: set[str] = set()
+
+    def apply(self, kind: str, cmd: Any) -> Decision:
+        if kind == "adjust":
+            decision = adjust(self.state, cmd)
+        elif kind == "reserve":
+            decision = do_reserve(self.state, cmd)
+        elif kind == "release":
+            decision = do_release(self.state, cmd)
+        else:
+            decision = set_safety_stock(self.state, cmd)
+        decision.level(cmd.event_id)  # a StockLevel must always be publishable
+        return decision
+
+    @rule(delta=st.integers(-3, 10).filter(bool))
+    def adjust_by(self, delta: int) -> None:
+        self.adjustments += 1
+        cmd = adjusted(delta, event_id=f"adj-{self.adjustments}")
+        decision = self.apply("adjust", cmd)
+        self.on_hand += delta
+        self.known = True
+        assert decision.changed and len(decision.movements) == 1
+        self.state = decision.state
+        self.history.append(("adjust", cmd))
+
+    @rule(absolute=st.integers(0, 10))
+    def stocktake(self, absolute: int) -> None:
+        self.adjustments += 1
+        cmd = adjusted(absolute=absolute, event_id=f"adj-{self.adjustments}")
+        self.state = self.apply("adjust", cmd).state
+        self.on_hand = absolute
+        self.known = True
+        self.history.append(("adjust", cmd))
+
+    @rule(threshold=st.integers(0, 3))
+    def set_threshold(self, threshold: int) -> None:
+        cmd = safety(threshold)
+        self.state = self.apply("safety", cmd).state
+        assert self.state.safety_stock == threshold
+        self.history.append(("safety", cmd))
+
+    @rule(order=ORDERS, line=LINES, quantity=st.integers(1, 6))
+    def reserve_line(self, order: str, line: int, quantity: int) -> None:
+        key = f"{order}:{line}"
+        before = self.state
+        cmd = reserve_cmd(order, line, quantity)
+        decision = self.apply("reserve", cmd)
+        event = only_event(decision)
+        assert event.event_id == derive_id("reserve-outcome", order, line)
+        self.history.append(("reserve", cmd))
+        if key in self.answered:  # a second command for the line: the first answer stands
+            assert (event.event_type, event.event_id) == self.answered[key]
+            assert decision.state == before
+            return
+        if key in self.cancelled:
+            assert (event.event_type, event.reason) == ("StockRejected", "released_before_reserve")
+            assert decision.state == before
+            return
+        available = self.on_hand - sum(self.held.values())
+        if not self.known:
+            expected = "unknown_sku"
+        elif available <= before.safety_stock:
+            expected = "not_sellable"
+        elif available < quantity:
+            expected = "insufficient_stock"
+        else:
+            expected = ""
+        if expected:
+            assert (event.event_type, event.reason) == ("StockRejected", expected)
+            assert counts(decision.state) == counts(before)
+        else:
+            assert event.event_type == "StockReserved"
+            assert decision.state.reserved == before.reserved + quantity
+            # the promise: a reserve never takes more than is available
+            assert decision.state.available >= 0
+            assert decision.state.available >= before.safety_stock - quantity + 1
+            self.held[key] = quantity
+        self.answered[key] = (event.event_type, event.event_id)
+        self.state = decision.state
+
+    @rule(order=ORDERS, line=LINES)
+    def release_line(self, order: str, line: int) -> None:
+        key = f"{order}:{line}"
+        before = self.state
+        cmd = release_cmd(order, line)
+        decision = self.apply("release", cmd)
+        if key in self.held:
+            event = only_event(decision)
+            assert isinstance(event, ReservationReleased)
+            assert event.quantity == self.held.pop(key)
+            self.released.add(key)
+        elif key in self.released:
+            assert isinstance(only_event(decision), ReservationReleased)
+            assert decision.state == before
+        else:
+            assert decision.events == []
+            assert counts(decision.state) == counts(before)
+            if key not in self.answered:
+                self.cancelled.add(key)
+        self.state = decision.state
+        self.history.append(("release", cmd))
+
+    @precondition(lambda self: bool(self.history))
+    @rule(data=st.data())
+    def replay_a_past_command(self, data: st.DataObject) -> None:
+        index = data.draw(st.sampled_from([len(self.history) - 1, *range(len(self.history))]))
+        kind, cmd = self.history[index]
+        if kind == "safety" and cmd.threshold != self.state.safety_stock:
+            return  # a threshold is a setting, not a keyed command: a later one wins
+        decision = self.apply(kind, cmd)
+        assert decision.state == self.state
+        assert decision.changed is False
+        assert decision.movements == []
+
+    @invariant()
+    def reserved_is_the_sum_of_held_reservations(self) -> None:
+        held = sum(r.quantity for r in self.state.reservations.values() if r.state == "held")
+        assert self.state.reserved == held == sum(self.held.values())
+        assert self.state.reserved >= 0
+
+    @invariant()
+    def on_hand_follows_the_adjustments(self) -> None:
+        assert self.state.on_hand == self.on_hand
+        assert self.state.known is self.known
+
+    @invariant()
+    def every_reservation_is_in_the_state_the_model_expects(self) -> None:
+        states = {k: r.state for k, r in self.state.reservations.items()}
+        for key in self.held:
+            assert states[key] == "held"
+        for key in self.released:
+            assert states[key] == "released"
+        for key in self.cancelled:
+            assert states[key] == "cancelled"
+        assert all(isinstance(r, Reservation) for r in self.state.reservations.values())
+
+
+OneSku.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestOneSku = OneSku.TestCase
