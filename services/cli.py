@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -67,6 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     conn = ConnectionSettings()
     all_external = bool(conn.external_kafka and conn.external_database_url)
     info = _stack_up(args, conn)
+    if info.broker_pid is not None and conn.data_dir.exists():
+        # Table stores (rocksdb://) must not outlive the embedded broker's changelogs.
+        shutil.rmtree(conn.data_dir)
     env = {"KAFKA_BOOTSTRAP_SERVERS": info.kafka_bootstrap_servers,
            "DATABASE_URL": info.database_url}
     conn = ConnectionSettings(kafka_bootstrap_servers=info.kafka_bootstrap_servers,

@@ -109,6 +109,10 @@ def up(
                 if external_database_url:
                     postgres = {"external": True, "url": external_database_url}
                 else:
+                    if started_kafka:
+                        # The embedded broker starts empty (memory storage); a database
+                        # kept from its last life would describe orders no topic has.
+                        _reset_pgdata(sd)
                     postgres = _start_postgres(sd, postgres_port, timeout)
             except BaseException:
                 if started_kafka:  # leave things as they were before this call
@@ -128,7 +132,11 @@ def up(
 
 
 def down(state_dir: Path | None = None, *, timeout: float = 20.0) -> None:
-    """Stop whatever the state dir records; a no-op when nothing runs. pgdata is kept."""
+    """Stop whatever the state dir records; a no-op when nothing runs.
+
+    pgdata is kept, but the next ``up`` that has to start a new embedded broker (memory
+    storage: it starts empty) starts the embedded database empty too.
+    """
     sd = _resolve(state_dir)
     if not sd.exists():
         return
@@ -471,6 +479,12 @@ def _start_postgres(sd: Path, port: int, timeout: float) -> dict[str, Any]:
         "socket_dir": str(sock),
         "log": str(log),
     }
+
+
+def _reset_pgdata(sd: Path) -> None:
+    if (sd / "pgdata").exists():
+        logger.info("event=database_reset reason=the embedded broker starts empty")
+        shutil.rmtree(sd / "pgdata")
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:

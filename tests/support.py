@@ -61,3 +61,16 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(0.2)
+
+
+async def given_stock(conn: ConnectionSettings, sku: str, quantity: int) -> None:
+    """Restock ``sku`` and wait until inventory publishes it on stock.levels.
+
+    Adjustments and reservations arrive on different topics, so their relative order is
+    not defined; a test that means "stock exists, then an order comes" must wait for it.
+    """
+    await produce(conn, "stock.adjustments", [(sku, json.dumps({
+        "event_type": "StockAdjusted", "sku": sku, "delta": quantity, "reason": "restock",
+        "source": "test"}).encode())])
+    await collect(conn, "stock.levels", lambda seen: any(
+        s["sku"] == sku and s["on_hand"] >= quantity for s in seen))

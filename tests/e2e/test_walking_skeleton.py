@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import shutil
 import urllib.request
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
-from support import collect, eventually, produce
+from support import collect, eventually, given_stock, produce
 
 from shared.db import quote_ident
 from shared.topics import (
@@ -18,7 +22,6 @@ from shared.topics import (
     ORDERS_RAW,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
-    STOCK_ADJUSTMENTS,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
@@ -34,11 +37,6 @@ def web_order(order_id: str, sku: str, quantity: int = 1, placed_at: str = "2026
         "customer": {"id": f"c-{order_id}", "nickname": "小王"},
         "lines": [{"sku": sku, "quantity": quantity, "unit_price": "39.90"}],
     }).encode()
-
-
-def restock(sku: str, delta: int) -> bytes:
-    return json.dumps({"event_type": "StockAdjusted", "sku": sku, "delta": delta,
-                       "reason": "restock", "source": "wms"}).encode()
 
 
 def unique(prefix: str) -> str:
@@ -57,7 +55,7 @@ async def status_changes(system, channel_order_id: str, final: set[str]) -> list
 async def test_web_order_is_reserved_and_the_customer_gets_an_in_app_message(system):
     sku, order = unique("SKU"), unique("W")
     # Given stock for the SKU
-    await produce(system.conn, STOCK_ADJUSTMENTS, [(sku, restock(sku, 5))])
+    await given_stock(system.conn, sku, 5)
     # When the web shop submits an order with a naive local time (read in Asia/Shanghai)
     await produce(system.conn, ORDERS_RAW, [(f"web:{order}", web_order(order, sku, 2))], WEB)
     # Then the status stream shows SUBMITTED then RESERVED, once each
@@ -97,7 +95,7 @@ async def test_web_order_is_reserved_and_the_customer_gets_an_in_app_message(sys
 
 async def test_last_unit_goes_to_one_order_and_the_other_is_rejected(system):
     sku, first, second = unique("SKU"), unique("W"), unique("W")
-    await produce(system.conn, STOCK_ADJUSTMENTS, [(sku, restock(sku, 1))])
+    await given_stock(system.conn, sku, 1)
     await produce(system.conn, ORDERS_RAW, [(f"web:{first}", web_order(first, sku)),
                                             (f"web:{second}", web_order(second, sku))], WEB)
     a = await status_changes(system, first, {"RESERVED", "REJECTED"})
@@ -110,7 +108,7 @@ async def test_last_unit_goes_to_one_order_and_the_other_is_rejected(system):
 
 async def test_a_resent_order_is_submitted_once(system):
     sku, order = unique("SKU"), unique("W")
-    await produce(system.conn, STOCK_ADJUSTMENTS, [(sku, restock(sku, 10))])
+    await given_stock(system.conn, sku, 10)
     record = (f"web:{order}", web_order(order, sku))
     await produce(system.conn, ORDERS_RAW, [record, record, record], WEB)
     await status_changes(system, order, {"RESERVED"})
@@ -122,7 +120,7 @@ async def test_a_resent_order_is_submitted_once(system):
 async def test_bad_records_go_to_the_dead_letter_topic_and_the_next_order_still_flows(system):
     sku, good = unique("SKU"), unique("W")
     bad_json, bad_qty = b"{not json", web_order(unique("W"), sku, quantity=0)
-    await produce(system.conn, STOCK_ADJUSTMENTS, [(sku, restock(sku, 3))])
+    await given_stock(system.conn, sku, 3)
     await produce(system.conn, ORDERS_RAW, [
         ("web:broken-1", bad_json),
         ("web:broken-2", bad_qty),
@@ -157,3 +155,25 @@ def test_every_service_serves_its_stream_metrics(system):
         for name in ("orderstream_events_in_total", "orderstream_events_out_total",
                      "orderstream_events_failed_total", "orderstream_processing_seconds"):
             assert f"# TYPE {name.removesuffix('_total')}" in text, (service, name)
+
+
+KAFKA_CONSOLE = Path(__file__).parents[2] / "deploy" / "kafka-tools" / "kafka-console"
+
+
+@pytest.mark.skipif(not (shutil.which("java") and shutil.which("mvn")),
+                    reason="Apache Kafka's console tools need Java 17 and Maven")
+async def test_an_order_from_a_non_python_client_is_reserved(system):
+    """Kafka's own Java console producer, as the README shows: key, header, JSON line."""
+    sku, order = unique("SKU"), unique("W")
+    await given_stock(system.conn, sku, 1)
+    line = f"channel:web\tweb:{order}\t{web_order(order, sku).decode()}\n"
+    produced = await asyncio.create_subprocess_exec(
+        str(KAFKA_CONSOLE), "produce", system.conn.topic(ORDERS_RAW), "--headers",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": system.conn.kafka_bootstrap_servers},
+    )
+    output, _ = await asyncio.wait_for(produced.communicate(line.encode()), timeout=300)
+    assert produced.returncode == 0, output.decode()
+    changes = await status_changes(system, order, {"RESERVED"})
+    assert changes[-1]["to_status"] == "RESERVED"
