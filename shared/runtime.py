@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from shared import codec
+from shared import codec, transport
 from shared.db import Database
 from shared.events import Event, RejectedMessage, derive_id
 from shared.kafka_admin import ensure_topics
@@ -82,7 +82,7 @@ class Runtime:
         self.conn = ConnectionSettings()
         self.registry = CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
-        self.app = faust.App(
+        self.app = transport.App(
             self.conn.topic(f"orderstream-{service}"),
             broker=[f"kafka://{server}" for server in self.conn.bootstrap_list],
             store=settings.table_store,
@@ -100,6 +100,9 @@ class Runtime:
             producer_acks=-1,
             key_serializer="raw",
             value_serializer="raw",
+        )
+        self.app.transport_type = transport.transport_class(
+            fetch_max_wait_ms=self.conn.kafka_fetch_max_wait_ms
         )
         self.db = Database(
             self.conn.database_url, self.conn.schema(service), max_size=settings.db_pool_max
@@ -255,8 +258,16 @@ class Runtime:
         await self.db.close()
 
     async def prepare(self) -> None:
-        """Create the catalogue's topics and apply this service's migrations."""
+        """Create the catalogue's topics, apply this service's migrations, and choose the
+        producer the broker supports."""
         await ensure_topics(self.conn)
+        idempotent = self.conn.kafka_idempotence == "on" or (
+            self.conn.kafka_idempotence == "auto"
+            and await transport.supports_idempotence(self.conn.bootstrap_list)
+        )
+        if idempotent:
+            self.app.use_idempotent_producer()
+        log.info("event=producer_chosen service=%s idempotent=%s", self.service, idempotent)
         await migrate(self.conn.database_url, self.conn.schema(self.service), self.migrations)
 
     def main(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,14 @@ class ConnectionSettings(BaseSettings):
         default=10.0, gt=0, description="How long a rebalance waits for members, seconds"
     )
     kafka_heartbeat_interval: float = Field(default=1.0, gt=0)
+    kafka_idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Idempotent producer: auto = on when the broker grants producer ids",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=30_000,
+        description="Longest a consumer fetch waits for data (Faust fixes 1500 ms)",
+    )
     data_dir: Path = Field(default=Path(".state/data"), description="Faust table stores")
     log_level: str = Field(default="info", pattern="^(crit|error|warn|info|debug)$")
 
