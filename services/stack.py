@@ -191,20 +191,20 @@ def _locked(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _read_state(state_dir: Path) -> dict[str, Any]:
+def _read_state(state_dir: Path, name: str = STATE_FILE) -> dict[str, Any]:
     try:
-        return dict(json.loads((state_dir / STATE_FILE).read_text()))
+        return dict(json.loads((state_dir / name).read_text()))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
-        logger.warning("ignoring unreadable %s", state_dir / STATE_FILE)
+        logger.warning("ignoring unreadable %s", state_dir / name)
         return {}
 
 
-def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
-    tmp = state_dir / f"{STATE_FILE}.tmp"
+def _write_state(state_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
+    tmp = state_dir / f"{name}.tmp"
     tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, state_dir / STATE_FILE)
+    os.replace(tmp, state_dir / name)
 
 
 def _process(pid: int | None, started: float | None = None) -> psutil.Process | None:
