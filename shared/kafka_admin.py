@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -34,46 +35,62 @@ async def _admin(conn: ConnectionSettings, timeout: float) -> AIOKafkaAdminClien
             await asyncio.sleep(0.5)
 
 
-async def ensure_topics(conn: ConnectionSettings, *, timeout: float = 30.0) -> list[str]:
-    """Create every missing catalogue topic; check existing ones. Returns names created."""
+async def ensure_topics(
+    conn: ConnectionSettings, *, changelogs: Iterable[str] = (), timeout: float = 30.0
+) -> list[str]:
+    """Create every missing catalogue topic, and the given Faust table changelog topics
+    (full names, compacted); check existing ones; wait until every partition has a leader.
+    Returns the names created."""
+    wanted = {conn.topic(name): spec.compacted for name, spec in TOPICS.items()}
+    wanted |= dict.fromkeys(changelogs, True)
     admin = await _admin(conn, timeout)
     try:
         existing = set(await admin.list_topics())
-        wanted = {conn.topic(name): spec for name, spec in TOPICS.items()}
         missing = [
             NewTopic(
-                name=full,
+                name=name,
                 num_partitions=conn.topic_partitions,
                 replication_factor=conn.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                topic_configs={"cleanup.policy": "compact"} if compacted else {},
             )
-            for full, spec in wanted.items()
-            if full not in existing
+            for name, compacted in wanted.items()
+            if name not in existing
         ]
-        created: list[str] = []
         if missing:
             try:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 log.info("event=topics_raced detail=another process created them")
-            created = [t.name for t in missing]
-            log.info("event=topics_created topics=%s", ",".join(created))
-        await _check_partitions(admin, conn, list(wanted))
-        return created
+            log.info("event=topics_created topics=%s", ",".join(t.name for t in missing))
+        await _await_layout(admin, conn, list(wanted), timeout)
+        return [t.name for t in missing]
     finally:
         await admin.close()
 
 
-async def _check_partitions(
-    admin: AIOKafkaAdminClient, conn: ConnectionSettings, names: list[str]
+async def _await_layout(
+    admin: AIOKafkaAdminClient, conn: ConnectionSettings, names: list[str], timeout: float
 ) -> None:
-    described = await admin.describe_topics(names)
-    for topic in described:
-        name = topic["topic"]
-        count = len(topic.get("partitions") or [])
-        if count and count != conn.topic_partitions:
-            raise TopicLayoutError(
-                f"topic {name} has {count} partitions, the catalogue wants "
-                f"{conn.topic_partitions}: keyed topics must co-partition; recreate it or set "
-                f"ORDERSTREAM_TOPIC_PARTITIONS={count}"
-            )
+    """Fail on a wrong partition count; wait while a new topic's partitions have no leader
+    yet (Apache Kafka creates them asynchronously; Faust refuses a table whose changelog it
+    sees with 0 partitions)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pending = []
+        for topic in await admin.describe_topics(names):
+            partitions = topic.get("partitions") or []
+            if len(partitions) > conn.topic_partitions:
+                raise TopicLayoutError(
+                    f"topic {topic['topic']} has {len(partitions)} partitions, the catalogue "
+                    f"wants {conn.topic_partitions}: keyed topics must co-partition; recreate "
+                    f"it or set ORDERSTREAM_TOPIC_PARTITIONS={len(partitions)}"
+                )
+            if len(partitions) < conn.topic_partitions or any(
+                p.get("leader", -1) < 0 for p in partitions
+            ):
+                pending.append(topic["topic"])
+        if not pending:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicLayoutError(f"partitions without a leader after {timeout:.0f}s: {pending}")
+        await asyncio.sleep(0.2)

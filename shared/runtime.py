@@ -15,6 +15,7 @@ import aiohttp.web
 import asyncpg
 import faust
 from aiokafka.errors import KafkaError
+from faust.exceptions import PartitionsMismatch
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Failures that say "the world is not ready", not "this record is bad": retried in place,
 #: so the partition waits instead of losing or dead-lettering a good record.
-TRANSIENT = (OSError, TimeoutError, KafkaError, asyncpg.InterfaceError)
+TRANSIENT = (OSError, TimeoutError, KafkaError, asyncpg.InterfaceError,
+             PartitionsMismatch)
 #: PostgreSQL error classes (SQLSTATE's first two characters) that are about the server or
 #: the schema, not the record: connection (08), rollback (40), missing objects or privileges
 #: after a bad deploy (42), resources (53), operator intervention (57), system (58).
@@ -260,7 +262,9 @@ class Runtime:
     async def prepare(self) -> None:
         """Create the catalogue's topics, apply this service's migrations, and choose the
         producer the broker supports."""
-        await ensure_topics(self.conn)
+        await ensure_topics(
+            self.conn, changelogs=[t.changelog_topic.get_topic_name()
+                                   for t in self.app.tables.values()])
         idempotent = self.conn.kafka_idempotence == "on" or (
             self.conn.kafka_idempotence == "auto"
             and await transport.supports_idempotence(self.conn.bootstrap_list)
