@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest
 
-.PHONY: install run test test-unit test-integration test-e2e lint docs stack-up stack-down clean
+.PHONY: install run test test-kafka test-unit test-integration test-e2e lint docs stack-up stack-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
@@ -24,6 +24,12 @@ run: install  ## start the embedded broker, PostgreSQL and the four services unt
 
 test: install lint  ## lint, then unit, integration and end-to-end tests on the embedded stack
 	$(PYTEST)
+
+# Integration and e2e suites on real Apache Kafka (jars from Maven Central on first use):
+# one node, then the cluster-only fault tests on three nodes.
+test-kafka: install
+	$(PYTEST) tests/integration tests/e2e --broker=kafka -m "not embedded_stack and not kafka_cluster"
+	$(PYTEST) tests/integration tests/e2e --broker=kafka3 -m kafka_cluster -s
 
 test-unit: install
 	$(PYTEST) tests/unit
@@ -46,6 +52,13 @@ stack-up: install
 stack-down: install
 	$(BIN)/orderstream stack down
 
+kafka-up: install
+	$(BIN)/orderstream kafka up --nodes 1
+
+kafka-down: install
+	$(BIN)/orderstream kafka down
+
 clean:
 	-$(BIN)/orderstream stack down
-	rm -rf $(VENV) .state .pytest_cache .ruff_cache
+	-$(BIN)/orderstream kafka down
+	rm -rf $(VENV) .state .cache .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from services import stack
+from services import kafka_cluster, stack
 from services.supervisor import SERVICES, Supervisor, SupervisorError
 from shared.kafka_admin import ensure_topics
 from shared.settings import ConnectionSettings
@@ -39,6 +39,31 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print("stack stopped")
     else:
         print(json.dumps(stack.status(), indent=2, default=str))
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    """Real Apache Kafka in KRaft mode on loopback, for integration and fault tests."""
+    if args.action == "up":
+        started = time.monotonic()
+        info = kafka_cluster.up(args.nodes)
+        print(f"Apache Kafka {info.version}, {len(info.nodes)} node(s), ready in "
+              f"{time.monotonic() - started:.1f}s")
+        print(f"KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}")
+    elif args.action == "down":
+        kafka_cluster.down()
+        print("kafka stopped")
+    elif args.action == "status":
+        print(json.dumps(kafka_cluster.status(), indent=2, default=str))
+    elif args.action == "stop-node":
+        kafka_cluster.stop_node(args.node, kill=args.kill)
+        print(f"node {args.node} stopped")
+    elif args.action == "start-node":
+        kafka_cluster.start_node(args.node)
+        print(f"node {args.node} running")
+    elif args.action == "fetch":
+        libs, seconds, size = kafka_cluster.fetch(quiet=False)
+        print(f"{libs}: {size / 1e6:.1f} MB, fetched in {seconds:.1f}s")
     return 0
 
 
@@ -128,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     ports(p)
     p.set_defaults(func=cmd_stack)
 
+    p = sub.add_parser("kafka", help="real Apache Kafka (KRaft) on loopback: 1 or 3 nodes")
+    p.add_argument("action", choices=("up", "down", "status", "stop-node", "start-node", "fetch"))
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=1)
+    p.add_argument("--node", type=int, default=1, help="node id for stop-node / start-node")
+    p.add_argument("--kill", action="store_true", help="stop-node with SIGKILL instead of SIGTERM")
+    p.set_defaults(func=cmd_kafka)
+
     p = sub.add_parser("topics", help="create the catalogue's topics")
     p.add_argument("action", choices=("create",))
     p.set_defaults(func=cmd_topics)
@@ -143,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except stack.StackError as exc:
+    except (stack.StackError, kafka_cluster.KafkaClusterError) as exc:
         print(f"orderstream: {exc}", file=sys.stderr)
         return 1
 

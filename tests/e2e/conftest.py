@@ -27,7 +27,8 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(stack_info: StackInfo, broker,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     work: Path = tmp_path_factory.mktemp("system")
     conn = ConnectionSettings(
@@ -35,6 +36,7 @@ def system(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> I
         database_url=stack_info.database_url,
         topic_prefix=prefix,
         topic_partitions=4,
+        topic_replication=broker.replication,
     )
     asyncio.run(ensure_topics(conn))
     env = {
@@ -42,6 +44,7 @@ def system(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> I
         "DATABASE_URL": stack_info.database_url,
         "ORDERSTREAM_TOPIC_PREFIX": prefix,
         "ORDERSTREAM_TOPIC_PARTITIONS": "4",
+        "ORDERSTREAM_TOPIC_REPLICATION": str(broker.replication),
         "ORDERSTREAM_DATA_DIR": str(work / "data"),
     }
     supervisor = Supervisor(env, work / "logs", ports={name: free_port() for name in SERVICES})

@@ -30,9 +30,9 @@ def _lines(stream, out: queue.Queue) -> None:
         out.put(line)
 
 
-async def _order_is_reserved(kafka_port: int) -> float:
+async def _order_is_reserved(bootstrap: str, prefix: str) -> float:
     """Produce stock and one order with a plain Kafka client; seconds until RESERVED."""
-    conn = ConnectionSettings(kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}")
+    conn = ConnectionSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
     sku, order = f"SKU-{uuid.uuid4().hex[:6]}", f"W-{uuid.uuid4().hex[:6]}"
     await given_stock(conn, sku, 1)
     sent = time.monotonic()
@@ -46,11 +46,20 @@ async def _order_is_reserved(kafka_port: int) -> float:
     return time.monotonic() - sent
 
 
-def test_run_starts_everything_an_order_is_reserved_and_ctrl_c_leaves_nothing(tmp_path):
+def test_run_starts_everything_an_order_is_reserved_and_ctrl_c_leaves_nothing(
+    tmp_path, broker
+):
+    """On the embedded broker `run` starts broker and PostgreSQL itself; on Apache Kafka it
+    is given the cluster (KAFKA_BOOTSTRAP_SERVERS) and starts PostgreSQL only."""
     kafka_port, pg_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    if broker.cluster is not None:
+        bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"] = broker.cluster.bootstrap_servers
     env |= {
+        "ORDERSTREAM_TOPIC_PREFIX": f"run{uuid.uuid4().hex[:6]}.",
+        "ORDERSTREAM_TOPIC_REPLICATION": str(broker.replication),
         "ORDERSTREAM_STATE_DIR": str(tmp_path / "stack"),
         "ORDERSTREAM_DATA_DIR": str(tmp_path / "data"),
         "ORDERSTREAM_TOPIC_PARTITIONS": "4",
@@ -81,9 +90,10 @@ def test_run_starts_everything_an_order_is_reserved_and_ctrl_c_leaves_nothing(tm
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr.port in (kafka_port, pg_port):
                 descendants.append(psutil.Process(conn.pid))
-        assert len(descendants) >= 6  # four services, broker, postmaster
+        # four services and the postmaster, and the broker when run started it
+        assert len(descendants) >= (5 if broker.cluster else 6)
 
-        latency = asyncio.run(_order_is_reserved(kafka_port))
+        latency = asyncio.run(_order_is_reserved(bootstrap, env["ORDERSTREAM_TOPIC_PREFIX"]))
         # A figure for the record, not an assertion: machines here are small and noisy.
         print(f"\nmake run ready after {ready_after:.1f}s; order RESERVED after {latency:.2f}s")
     finally:
