@@ -294,13 +294,21 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
-    """asyncio.run, also when the caller already runs an event loop (async fixtures)."""
+    """asyncio.run a readiness probe, also when the caller already runs an event loop (async
+    fixtures). aiokafka logs every refused connection as an ERROR; while we poll a server
+    that is still starting, those are expected, so they are silenced for the probe."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+    finally:
+        client_log.setLevel(level)
 
 
 # --- broker ---------------------------------------------------------------------------------
