@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from types import FrameType
 
@@ -64,6 +65,32 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     elif args.action == "fetch":
         libs, seconds, size = kafka_cluster.fetch(quiet=False)
         print(f"{libs}: {size / 1e6:.1f} MB, fetched in {seconds:.1f}s")
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Move ingestion's month partitions older than N months to the archive tables."""
+    from services.ingestion import store
+    from shared.db import Database
+    from shared.timeutil import utc_now
+
+    if args.months < 1:
+        print("orderstream: --months must be at least 1", file=sys.stderr)
+        return 2
+    now = utc_now()
+    months = now.year * 12 + now.month - 1 - args.months
+    cutoff = date(months // 12, months % 12 + 1, 1)
+
+    async def run() -> list[str]:
+        conn = ConnectionSettings()
+        db = Database(conn.database_url, conn.schema("ingestion"), max_size=1)
+        try:
+            return await store.archive_before(await db.pool(), cutoff)
+        finally:
+            await db.close()
+
+    moved = asyncio.run(run())
+    print(f"archived before {cutoff}: " + (", ".join(moved) if moved else "nothing to move"))
     return 0
 
 
@@ -159,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=int, default=1, help="node id for stop-node / start-node")
     p.add_argument("--kill", action="store_true", help="stop-node with SIGKILL instead of SIGTERM")
     p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("archive", help="move orders older than N months out of the hot tables")
+    p.add_argument("--months", type=int, default=6, help="keep this many months hot (>= 1)")
+    p.set_defaults(func=cmd_archive)
 
     p = sub.add_parser("topics", help="create the catalogue's topics")
     p.add_argument("action", choices=("create",))

@@ -58,6 +58,7 @@ class Record:
     partition: int
     offset: int
     raw: bytes | None
+    timestamp: float | None = None  # the record's Kafka timestamp, epoch seconds
 
 
 Handler = Callable[[Record], Awaitable[None]]
@@ -185,6 +186,7 @@ class Runtime:
                 partition=message.partition,
                 offset=message.offset,
                 raw=message.value,
+                timestamp=message.timestamp,
             )
             started = time.perf_counter()
             await self._process(record, handle)

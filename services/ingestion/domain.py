@@ -1,24 +1,28 @@
-"""Normalises channel order payloads into OrderSubmitted: pure functions, no I/O."""
+"""Ingestion's rules: read a raw channel record, and decide what it means given what was
+seen before for the same (channel, channel_order_id). Pure: no Kafka, no database."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    ValidationInfo,
-    field_validator,
+from pydantic import BaseModel, ConfigDict
+
+from services.ingestion.channels import ADAPTERS
+from services.ingestion.channels.base import ChannelOrder, PaymentState
+from shared.codec import InvalidRecord, parse_json
+from shared.events import (
+    Customer,
+    Event,
+    OrderLine,
+    OrderSubmitted,
+    PaymentConfirmed,
+    PaymentFailed,
+    derive_id,
 )
 
-from shared.codec import InvalidRecord
-from shared.events import Channel, Customer, OrderLine, OrderSubmitted, derive_id
-from shared.timeutil import localize, to_utc
+Outcome = Literal["accepted", "duplicate", "payment_update", "stale_update", "ignored"]
 
 
 def order_id_for(channel: str, channel_order_id: str) -> str:
@@ -36,91 +40,98 @@ def channel_of(headers: dict[str, str], key: str | None) -> str:
     channel = headers.get("channel") or (key.split(":", 1)[0] if key and ":" in key else "")
     if not channel:
         raise InvalidRecord("missing_channel", "no 'channel' header and no channel: key prefix")
-    if channel not in Channel._value2member_map_:
-        raise InvalidRecord("unknown_channel", f"unknown channel {channel!r}")
+    adapter(channel)
     return channel
 
 
-# --- the `web` channel: orderstream's own documented shape, usable by any custom shop ----
+def read(channel: str, raw: bytes | None, *, zone: str) -> ChannelOrder:
+    """A raw record's bytes to a ChannelOrder, or InvalidRecord / pydantic ValidationError."""
+    return adapter(channel).normalise(parse_json(raw), zone=zone)
 
 
-class WebCustomer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1, max_length=64)
-    nickname: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, max_length=254)
-    phone: str | None = Field(default=None, max_length=32)
-    locale: str = "zh-CN"
-    time_zone: str = "Asia/Shanghai"
-    vip: bool = False
+def adapter(channel: str) -> Any:
+    if channel not in ADAPTERS:
+        raise InvalidRecord("unknown_channel", f"unknown channel {channel!r}")
+    return ADAPTERS[channel]
 
 
-class WebLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sku: str
-    quantity: PositiveInt
-    unit_price: Decimal = Field(ge=0, max_digits=14, decimal_places=4)
+def normalise(channel: str, payload: Any, *, zone: str) -> OrderSubmitted:
+    """A parsed payload of ``channel`` as the OrderSubmitted it would become."""
+    return to_submitted(adapter(channel).normalise(payload, zone=zone))
 
 
-class WebOrder(BaseModel):
-    """A `web` channel order. ``placed_at`` may be naive: it is then read in the channel's zone."""
+class Seen(BaseModel):
+    """What the dedupe table keeps per (channel, channel_order_id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
-    order_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
-    placed_at: AwareDatetime
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    customer: WebCustomer
-    lines: list[WebLine] = Field(min_length=1, max_length=500)
-    paid: bool = False
-
-    @field_validator("placed_at", mode="before")
-    @classmethod
-    def _in_channel_zone(cls, value: Any, info: ValidationInfo) -> Any:
-        """A naive time is the channel's wall clock: read it in the zone given as context."""
-        if isinstance(value, str | datetime):
-            parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-            if parsed.tzinfo is None:
-                return localize(parsed, (info.context or {})["zone"])
-            return to_utc(parsed)
-        return value
+    order_id: str
+    payment: PaymentState
 
 
-def normalise_web(payload: Any, *, zone: str) -> OrderSubmitted:
-    """A `web` payload (parsed JSON) to OrderSubmitted; raises pydantic ValidationError."""
-    order = WebOrder.model_validate(payload, context={"zone": zone})
-    order_id = order_id_for(Channel.WEB, order.order_id)
-    lines = tuple(
-        OrderLine(line=i, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price)
-        for i, line in enumerate(order.lines, start=1)
-    )
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    seen: Seen | None  # the table's new value; None when it does not change
+    submitted: OrderSubmitted | None = None
+    payments: list[Event] = field(default_factory=list)  # payments.events, keyed by order_id
+
+
+def to_submitted(order: ChannelOrder) -> OrderSubmitted:
+    order_id = order_id_for(order.channel, order.channel_order_id)
     c = order.customer
+    lines = tuple(
+        OrderLine(line=i, sku=ln.sku, quantity=ln.quantity, unit_price=ln.unit_price)
+        for i, ln in enumerate(order.lines, start=1)
+    )
     return OrderSubmitted(
-        event_id=derive_id("submitted", Channel.WEB, order.order_id),
+        event_id=derive_id("submitted", order.channel, order.channel_order_id),
         correlation_id=order_id,
         order_id=order_id,
-        channel=Channel.WEB,
-        channel_order_id=order.order_id,
-        customer=Customer(
-            customer_id=c.id, nickname=c.nickname, email=c.email, phone=c.phone,
-            locale=c.locale, time_zone=c.time_zone, vip=c.vip,
-        ),
+        channel=order.channel,
+        channel_order_id=order.channel_order_id,
+        customer=Customer(customer_id=c.customer_id, nickname=c.nickname, email=c.email,
+                          phone=c.phone, locale=c.locale, time_zone=c.time_zone, vip=c.vip),
         lines=lines,
         currency=order.currency,
-        total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
-        paid=order.paid,
+        total=order.total if order.total is not None else _sum(lines),
+        paid=order.payment == PaymentState.PAID,
         placed_at=order.placed_at,
     )
 
 
-NORMALISERS = {Channel.WEB.value: normalise_web}
+def decide(seen: Seen | None, order: ChannelOrder) -> Decision:
+    """New order → OrderSubmitted; the same state again → nothing; unpaid → paid →
+    PaymentConfirmed; unpaid → cancelled → PaymentFailed. A channel never un-pays an order:
+    an older state arriving late is stale and ignored."""
+    order_id = order_id_for(order.channel, order.channel_order_id)
+    if seen is None:
+        if order.payment == PaymentState.CANCELLED:
+            # Closed before we ever saw it: nothing to reserve, nothing to tell anyone.
+            return Decision("ignored", Seen(order_id=order_id, payment=order.payment))
+        return Decision("accepted", Seen(order_id=order_id, payment=order.payment),
+                        submitted=to_submitted(order))
+    if order.payment == seen.payment:
+        return Decision("duplicate", None)
+    if seen.payment == PaymentState.UNPAID and order.payment == PaymentState.PAID:
+        submitted = to_submitted(order)
+        confirmed = PaymentConfirmed(
+            event_id=derive_id("paid", order_id), correlation_id=order_id, order_id=order_id,
+            amount=submitted.total, currency=order.currency,
+            payment_ref=f"{order.channel}:{order.channel_order_id}",
+        )
+        return Decision("payment_update", Seen(order_id=order_id, payment=order.payment),
+                        payments=[confirmed])
+    if seen.payment == PaymentState.UNPAID and order.payment == PaymentState.CANCELLED:
+        failed = PaymentFailed(event_id=derive_id("unpaid-cancelled", order_id),
+                               correlation_id=order_id, order_id=order_id,
+                               reason="cancelled_by_channel")
+        return Decision("payment_update", Seen(order_id=order_id, payment=order.payment),
+                        payments=[failed])
+    # paid -> unpaid (a late, older snapshot), cancelled -> anything, paid -> cancelled
+    # (a refund: no contract for it yet) change nothing here.
+    return Decision("stale_update", None)
 
 
-def normalise(channel: str, payload: Any, *, zone: str) -> OrderSubmitted:
-    """Dispatch to the channel's adapter; a channel without one is rejected, not guessed."""
-    adapter = NORMALISERS.get(channel)
-    if adapter is None:
-        raise InvalidRecord("no_adapter", f"channel {channel!r} has no adapter yet")
-    return adapter(payload, zone=zone)
+def _sum(lines: tuple[OrderLine, ...]) -> Decimal:
+    return sum((ln.unit_price * ln.quantity for ln in lines), Decimal(0))

@@ -20,3 +20,9 @@ class IngestionSettings(ServiceSettings):
         },
         description="IANA zone in which each channel's naive timestamps are read (JSON object)",
     )
+    webhook_secrets: dict[str, str] = Field(
+        default={},
+        description="Per-channel HMAC-SHA256 secret for POST /v1/channels/{channel}/orders "
+                    "(JSON object); a channel without a secret is refused (401)",
+    )
+    webhook_max_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest body")

@@ -2,27 +2,119 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import asyncpg
 
+from services.ingestion.channels.base import PaymentState
 from shared.events import OrderSubmitted
+from shared.timeutil import business_day_bounds
+
+#: Months whose partitions this process knows exist (created or found).
+_months: set[tuple[int, int]] = set()
 
 
-async def save_order(pool: asyncpg.Pool, order: OrderSubmitted) -> bool:
-    """Insert the order and its lines once; returns False when it was already stored."""
-    async with pool.acquire() as con, con.transaction():
-        inserted = await con.fetchval(
-            "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, currency,"
-            " total, paid, placed_at, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-            " ON CONFLICT DO NOTHING RETURNING true",
-            order.order_id, order.channel.value, order.channel_order_id,
-            order.customer.customer_id, order.currency, order.total, order.paid,
-            order.placed_at, order.event_id,
-        )
-        if inserted:
-            await con.executemany(
-                "INSERT INTO order_lines (order_id, line, sku, quantity, unit_price)"
-                " VALUES ($1,$2,$3,$4,$5)",
-                [(order.order_id, ln.line, ln.sku, ln.quantity, ln.unit_price)
-                 for ln in order.lines],
+def month_of(instant: datetime) -> tuple[int, int]:
+    utc = instant.astimezone(UTC)
+    return utc.year, utc.month
+
+
+def _bounds(year: int, month: int) -> tuple[datetime, datetime]:
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+async def ensure_month(con: asyncpg.Connection, instant: datetime) -> None:
+    """Create the month partitions of orders and order_lines that ``instant`` falls in."""
+    year, month = month_of(instant)
+    if (year, month) in _months:
+        return
+    start, end = _bounds(year, month)
+    async with con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock(hashtext('ingestion.partitions'))")
+        for table in ("orders", "order_lines"):
+            name = f"{table}_y{year:04d}m{month:02d}"
+            exists = await con.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+            archived = await con.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", f"{table}_archive_y{year:04d}m{month:02d}")
+            if not exists and not archived:
+                await con.execute(
+                    f'CREATE TABLE "{name}" PARTITION OF {table}'
+                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+    _months.add((year, month))
+
+
+async def save_order(pool: asyncpg.Pool, order: OrderSubmitted, payment: PaymentState) -> bool:
+    """Insert the order and its lines once (idempotent); False if it was already stored."""
+    async with pool.acquire() as con:
+        await ensure_month(con, order.placed_at)
+        async with con.transaction():
+            inserted = await con.fetchval(
+                "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, currency,"
+                " total, payment, placed_at, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                order.order_id, order.channel.value, order.channel_order_id,
+                order.customer.customer_id, order.currency, order.total, payment.value,
+                order.placed_at, order.event_id,
             )
-        return bool(inserted)
+            if inserted:
+                await con.executemany(
+                    "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
+                    " unit_price) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                    [(order.order_id, order.placed_at, ln.line, ln.sku, ln.quantity,
+                      ln.unit_price) for ln in order.lines],
+                )
+    return bool(inserted)
+
+
+async def set_payment(pool: asyncpg.Pool, order_id: str, payment: PaymentState) -> None:
+    async with pool.acquire() as con:
+        await con.execute(
+            "UPDATE orders SET payment = $2, updated_at = now() WHERE order_id = $1",
+            order_id, payment.value)
+
+
+async def orders_on_business_day(pool: asyncpg.Pool, day: date, zone: str) -> list[asyncpg.Record]:
+    """Orders placed on calendar day ``day`` in ``zone`` (hot and archived), oldest first.
+
+    The day is turned into a UTC interval first: "today's orders" for a merchant in
+    Asia/Shanghai starts at 16:00 UTC the day before, not at UTC midnight.
+    """
+    start, end = business_day_bounds(day, zone)
+    async with pool.acquire() as con:
+        return await con.fetch(
+            "SELECT * FROM all_orders WHERE placed_at >= $1 AND placed_at < $2"
+            " ORDER BY placed_at, order_id", start, end)
+
+
+async def archive_before(pool: asyncpg.Pool, cutoff: date) -> list[str]:
+    """Move every month partition that ends on or before ``cutoff`` (UTC) from the hot
+    tables to the archive tables, where ``all_orders`` still finds them. Returns the
+    partitions moved."""
+    limit = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    moved: list[str] = []
+    async with pool.acquire() as con, con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock(hashtext('ingestion.partitions'))")
+        for table in ("orders", "order_lines"):
+            rows = await con.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n"
+                " ON n.oid = p.relnamespace WHERE p.relname = $1"
+                " AND n.nspname = current_schema() AND c.relname ~ '_y[0-9]{4}m[0-9]{2}$'"
+                " ORDER BY c.relname", table)
+            for row in rows:
+                name = row["relname"]
+                year, month = int(name[-7:-3]), int(name[-2:])
+                start, end = _bounds(year, month)
+                if end > limit:
+                    continue
+                archived = f"{table}_archive_y{year:04d}m{month:02d}"
+                await con.execute(f'ALTER TABLE {table} DETACH PARTITION "{name}"')
+                await con.execute(f'ALTER TABLE "{name}" RENAME TO "{archived}"')
+                await con.execute(
+                    f'ALTER TABLE {table}_archive ATTACH PARTITION "{archived}"'
+                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+                _months.discard((year, month))
+                moved.append(archived)
+    return moved
