@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.channels.base import ChannelOrder, PaymentState
@@ -46,7 +46,13 @@ def channel_of(headers: dict[str, str], key: str | None) -> str:
 
 def read(channel: str, raw: bytes | None, *, zone: str) -> ChannelOrder:
     """A raw record's bytes to a ChannelOrder, or InvalidRecord / pydantic ValidationError."""
-    return adapter(channel).normalise(parse_json(raw), zone=zone)
+    payload = parse_json(raw)
+    try:
+        return adapter(channel).normalise(payload, zone=zone)
+    except (ValidationError, InvalidRecord):
+        raise
+    except (ValueError, TypeError, ArithmeticError) as exc:  # an adapter's own check
+        raise InvalidRecord("invalid_event", f"{type(exc).__name__}: {exc}") from exc
 
 
 def adapter(channel: str) -> Any:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from services.ingestion.channels import ADAPTERS
 from services.ingestion.channels.base import (
     ChannelCustomer,
     ChannelLine,
     ChannelOrder,
     PaymentState,
 )
-from services.ingestion.domain import Seen, decide, order_id_for
+from services.ingestion.domain import Seen, channel_of, decide, order_id_for, read
+from shared.codec import InvalidRecord
 from shared.events import PaymentConfirmed, PaymentFailed
 
 UNPAID, PAID, CANCELLED = PaymentState.UNPAID, PaymentState.PAID, PaymentState.CANCELLED
@@ -98,3 +102,39 @@ def test_any_sequence_of_snapshots_gives_at_most_one_order_and_one_payment_outco
         again = decide(seen, channel_order(state))
         assert again.submitted is None
         assert again.payments == [] or again.payments[0].event_id == payments[0].event_id
+
+
+SAMPLE_BYTES = [p.read_bytes() for p in sorted(
+    (Path(__file__).parents[2] / "samples").glob("*/*.json"))]
+CHANNELS = sorted(ADAPTERS)
+
+
+def _mutate(data: bytes, cut: int, junk: bytes) -> bytes:
+    return data[: cut % (len(data) + 1)] + junk
+
+
+@given(
+    raw=st.one_of(st.binary(max_size=300), st.sampled_from(SAMPLE_BYTES),
+                  st.builds(_mutate, st.sampled_from(SAMPLE_BYTES), st.integers(0, 5000),
+                            st.binary(max_size=20))),
+    header=st.one_of(st.none(), st.sampled_from([*CHANNELS, "", "amazon"])),
+    key=st.one_of(st.none(), st.text(max_size=30),
+                  st.sampled_from([f"{c}:x" for c in CHANNELS])),
+    zone=st.sampled_from(["Asia/Shanghai", "UTC", "America/New_York"]),
+)
+def test_any_raw_record_is_an_order_decision_or_a_named_rejection(raw, header, key, zone):
+    """What the ingestion agent does before any I/O, for any bytes, header and key: it
+    ends in a decision, or in a rejection that names its reason for the dead-letter record
+    (pydantic's errors become reason invalid_event). Nothing else may escape."""
+    headers = {} if header is None else {"channel": header}
+    try:
+        channel = channel_of(headers, key)
+        decision = decide(None, read(channel, raw, zone=zone))
+    except InvalidRecord as exc:
+        assert exc.reason and exc.error
+        return
+    except ValidationError as exc:
+        assert exc.error_count() > 0
+        return
+    assert decision.outcome in ("accepted", "ignored")
+    assert decision.submitted is None or decision.submitted.placed_at.tzinfo is UTC
