@@ -207,6 +207,16 @@ class CommitStock(InventoryCommand):
     event_type: Literal["CommitStock"] = "CommitStock"
 
 
+class ExpireHolds(Event):
+    """Inventory's own tick for one SKU: release unpaid holds whose deadline is at or before
+    ``due_at``. Sent by the inventory service to itself so that expiry, a state change,
+    happens inside the SKU's partition loop like every other change."""
+
+    event_type: Literal["ExpireHolds"] = "ExpireHolds"
+    sku: Sku
+    due_at: UtcDatetime
+
+
 # --- stock.adjustments (keyed by SKU) -----------------------------------------------------
 
 
@@ -401,7 +411,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
     m.model_fields["event_type"].default: m
     for m in (
         OrderSubmitted, RejectedMessage, PaymentConfirmed, PaymentFailed,
-        ReserveStock, ConfirmReservation, ReleaseReservation, CommitStock,
+        ReserveStock, ConfirmReservation, ReleaseReservation, CommitStock, ExpireHolds,
         StockAdjusted, SafetyStockSet,
         StockReserved, StockRejected, ReservationReleased, ReservationExpired,
         ReservationConfirmed, StockCommitted, StockLevel,

@@ -5,10 +5,19 @@ from __future__ import annotations
 from services.inventory import domain, store
 from services.inventory.app import app, runtime, settings, stock, stock_inputs
 from shared.codec import InvalidRecord
-from shared.events import ReleaseReservation, ReserveStock, SafetyStockSet, StockAdjusted
+from shared.events import (
+    CommitStock,
+    ConfirmReservation,
+    ExpireHolds,
+    ReleaseReservation,
+    ReserveStock,
+    SafetyStockSet,
+    StockAdjusted,
+    derive_id,
+)
 from shared.runtime import Record
 from shared.timeutil import utc_now
-from shared.topics import INVENTORY_EVENTS, STOCK_LEVELS
+from shared.topics import INVENTORY_COMMANDS, INVENTORY_EVENTS, STOCK_LEVELS
 
 
 def decide(state: domain.SkuState, event: object) -> domain.Decision:
@@ -18,6 +27,12 @@ def decide(state: domain.SkuState, event: object) -> domain.Decision:
             return domain.reserve(state, event, now=now, hold=settings.hold)
         case ReleaseReservation():
             return domain.release(state, event, now=now)
+        case ConfirmReservation():
+            return domain.confirm(state, event)
+        case CommitStock():
+            return domain.commit(state, event, now=now)
+        case ExpireHolds():
+            return domain.expire(state, event)
         case StockAdjusted():
             return domain.adjust(state, event)
         case SafetyStockSet():
@@ -46,3 +61,16 @@ async def apply(record: Record) -> None:
 @app.agent(stock_inputs, concurrency=1)
 async def apply_stock_changes(stream):
     await runtime.consume(stream, apply)
+
+
+@app.timer(interval=settings.expiry_scan_seconds)
+async def expire_unpaid_holds() -> None:
+    """Find SKUs with due unpaid holds and send each an ExpireHolds tick keyed by the SKU:
+    the release itself then happens in the SKU's partition loop, once, and a restart or
+    rebalance loses nothing because the deadlines live in the table."""
+    now = utc_now()
+    for sku, saved in list(stock.items()):
+        if domain.due_holds(domain.SkuState.model_validate(saved), now):
+            tick = ExpireHolds(event_id=derive_id("expire-tick", sku, now.isoformat()),
+                               sku=sku, due_at=now)
+            await runtime.send(INVENTORY_COMMANDS, sku, tick)

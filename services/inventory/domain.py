@@ -15,13 +15,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.codec import InvalidRecord
 from shared.events import (
+    CommitStock,
+    ConfirmReservation,
     Event,
+    ExpireHolds,
+    InventoryCommand,
     ReleaseReservation,
+    ReservationConfirmed,
+    ReservationExpired,
     ReservationReleased,
     ReserveStock,
     SafetyStockSet,
     StockAdjusted,
+    StockCommitted,
     StockLevel,
     StockRejected,
     StockReserved,
@@ -39,9 +47,12 @@ class Reservation(BaseModel):
     order_id: str
     line: int
     quantity: int
-    #: held: counts in ``reserved``; rejected: refused; released: was held, given back;
-    #: cancelled: released before any reserve arrived, so a late reserve is refused.
-    state: Literal["held", "rejected", "released", "cancelled"]
+    #: held: counts in ``reserved`` and expires at ``hold_until`` unless confirmed;
+    #: confirmed: paid, counts in ``reserved``, never expires; committed: shipped, left
+    #: both on_hand and reserved; rejected: refused; released / expired: was held, given
+    #: back; cancelled: released before any reserve arrived, so a late reserve is refused.
+    state: Literal["held", "confirmed", "committed", "rejected", "released", "expired",
+                   "cancelled"]
     hold_until: datetime | None = None
     outcome_event_id: str
     reason: str = ""
@@ -123,7 +134,10 @@ def reserve(state: SkuState, cmd: ReserveStock, *, now: datetime, hold: timedelt
         res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
                           state="rejected", outcome_event_id=outcome_id, reason=reason,
                           available=rejected.available)
-        return Decision(_with(state, key, res), [rejected])
+        # Logged with zero deltas: the operation log shows every refusal (stock-out rate).
+        logged = Movement(outcome_id, state.sku, "reject", 0, 0, cmd.order_id, cmd.line,
+                          reason, "status", now)
+        return Decision(_with(state, key, res), [rejected], [logged])
     hold_until = cmd.hold_until or now + hold
     res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
                       state="held", hold_until=hold_until, outcome_event_id=outcome_id)
@@ -145,8 +159,8 @@ def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decis
                           outcome_event_id=derive_id("reserve-outcome", cmd.order_id, cmd.line),
                           reason="released_before_reserve")
         return Decision(_with(state, key, res))
-    if existing.state in ("rejected", "cancelled"):
-        return Decision(state)
+    if existing.state in ("rejected", "cancelled", "expired", "committed"):
+        return Decision(state)  # nothing held any more: releasing changes nothing
     released = ReservationReleased(
         event_id=event_id, correlation_id=cmd.correlation_id, order_id=cmd.order_id,
         line=cmd.line, sku=cmd.sku, quantity=existing.quantity, reason=cmd.reason,
@@ -158,6 +172,80 @@ def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decis
     movement = Movement(event_id, state.sku, "release", 0, -existing.quantity, cmd.order_id,
                         cmd.line, cmd.reason, "status", now)
     return Decision(new, [released], [movement], changed=True)
+
+
+def confirm(state: SkuState, cmd: ConfirmReservation) -> Decision:
+    """Payment arrived: the hold no longer expires."""
+    key = reservation_key(cmd.order_id, cmd.line)
+    res = _existing(state, key, cmd)
+    event = ReservationConfirmed(
+        event_id=derive_id("confirm", cmd.order_id, cmd.line), correlation_id=cmd.correlation_id,
+        order_id=cmd.order_id, line=cmd.line, sku=cmd.sku,
+    )
+    if res.state in ("confirmed", "committed"):
+        return Decision(state, [event])  # a replay: the same answer again
+    if res.state != "held":
+        raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot confirm it")
+    confirmed = res.model_copy(update={"state": "confirmed"})  # hold_until kept for replays
+    return Decision(_with(state, key, confirmed), [event])
+
+
+def commit(state: SkuState, cmd: CommitStock, *, now: datetime) -> Decision:
+    """Shipped: the units leave the warehouse; on_hand and reserved both drop."""
+    key = reservation_key(cmd.order_id, cmd.line)
+    res = _existing(state, key, cmd)
+    event_id = derive_id("commit", cmd.order_id, cmd.line)
+    event = StockCommitted(event_id=event_id, correlation_id=cmd.correlation_id,
+                           order_id=cmd.order_id, line=cmd.line, sku=cmd.sku,
+                           quantity=res.quantity or 1)
+    if res.state == "committed":
+        return Decision(state, [event])
+    if res.state not in ("held", "confirmed"):
+        raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot commit it")
+    new = _with(state, key, res.model_copy(update={"state": "committed"}))
+    new = new.model_copy(update={"on_hand": state.on_hand - res.quantity,
+                                 "reserved": state.reserved - res.quantity})
+    movement = Movement(event_id, state.sku, "commit", -res.quantity, -res.quantity,
+                        cmd.order_id, cmd.line, "shipped", "status", now)
+    return Decision(new, [event], [movement], changed=True)
+
+
+def expire(state: SkuState, cmd: ExpireHolds) -> Decision:
+    """Release every unpaid hold whose deadline is at or before ``cmd.due_at``, once."""
+    due = [(k, r) for k, r in state.reservations.items()
+           if r.state == "held" and r.hold_until is not None and r.hold_until <= cmd.due_at]
+    if not due:
+        return Decision(state)
+    reservations = dict(state.reservations)
+    events: list[Event] = []
+    movements: list[Movement] = []
+    for key, res in sorted(due):
+        reservations[key] = res.model_copy(update={"state": "expired"})
+        event_id = derive_id("expire", res.order_id, res.line)
+        events.append(ReservationExpired(event_id=event_id, correlation_id=res.order_id,
+                                         order_id=res.order_id, line=res.line, sku=state.sku,
+                                         quantity=res.quantity))
+        movements.append(Movement(event_id, state.sku, "expire", 0, -res.quantity,
+                                  res.order_id, res.line, "unpaid_hold_expired", "inventory",
+                                  cmd.due_at))
+    released = sum(r.quantity for _, r in due)
+    new = state.model_copy(update={"reservations": reservations,
+                                   "reserved": state.reserved - released})
+    return Decision(new, events, movements, changed=True)
+
+
+def due_holds(state: SkuState, now: datetime) -> bool:
+    """Whether any unpaid hold of this SKU is due (for the expiry timer)."""
+    return any(r.state == "held" and r.hold_until is not None and r.hold_until <= now
+               for r in state.reservations.values())
+
+
+def _existing(state: SkuState, key: str, cmd: InventoryCommand) -> Reservation:
+    res = state.reservations.get(key)
+    if res is None:
+        raise InvalidRecord("unknown_reservation",
+                            f"no reservation {key} for {cmd.event_type} on {state.sku}")
+    return res
 
 
 def adjust(state: SkuState, cmd: StockAdjusted) -> Decision:
@@ -200,4 +288,4 @@ def _outcome_of(res: Reservation, cmd: ReserveStock) -> Event:
               "quantity": res.quantity or cmd.quantity}
     if res.state in ("rejected", "cancelled"):
         return StockRejected(reason=res.reason, available=res.available, **common)
-    return StockReserved(hold_until=res.hold_until, **common)
+    return StockReserved(hold_until=res.hold_until, **common)  # the original answer

@@ -16,6 +16,8 @@ class InventorySettings(ServiceSettings):
     http_port: int = 6067
     hold_minutes: float = Field(default=30, gt=0, description="Unpaid hold before it expires")
     default_safety_stock: int = Field(default=0, ge=0, description="Threshold for new SKUs")
+    expiry_scan_seconds: float = Field(
+        default=30, gt=0, description="How often due unpaid holds are looked for")
 
     @property
     def hold(self) -> timedelta:

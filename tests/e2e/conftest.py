@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +27,11 @@ class System:
         return next(c.port for c in self.supervisor.children if c.name == service)
 
 
-@pytest.fixture(scope="module")
-def system(stack_info: StackInfo, broker,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+@contextmanager
+def running_system(stack_info: StackInfo, broker, work: Path,
+                   extra_env: dict[str, str] | None = None) -> Iterator[System]:
+    """The four services on their own topic prefix, group ids and schemas."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    work: Path = tmp_path_factory.mktemp("system")
     conn = ConnectionSettings(
         kafka_bootstrap_servers=stack_info.kafka_bootstrap_servers,
         database_url=stack_info.database_url,
@@ -46,6 +47,7 @@ def system(stack_info: StackInfo, broker,
         "ORDERSTREAM_TOPIC_PARTITIONS": "4",
         "ORDERSTREAM_TOPIC_REPLICATION": str(broker.replication),
         "ORDERSTREAM_DATA_DIR": str(work / "data"),
+        **(extra_env or {}),
     }
     supervisor = Supervisor(env, work / "logs", ports={name: free_port() for name in SERVICES})
     supervisor.start()
@@ -54,3 +56,10 @@ def system(stack_info: StackInfo, broker,
         yield System(conn, supervisor)
     finally:
         supervisor.stop()
+
+
+@pytest.fixture(scope="module")
+def system(stack_info: StackInfo, broker,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(stack_info, broker, tmp_path_factory.mktemp("system")) as running:
+        yield running

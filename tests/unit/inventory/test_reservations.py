@@ -21,17 +21,26 @@ from services.inventory.domain import (
     Reservation,
     SkuState,
     adjust,
+    commit,
+    confirm,
+    expire,
     new_state,
     release,
     reserve,
     set_safety_stock,
 )
+from shared.codec import InvalidRecord
 from shared.events import (
+    CommitStock,
+    ConfirmReservation,
+    ExpireHolds,
     ReleaseReservation,
+    ReservationConfirmed,
     ReservationReleased,
     ReserveStock,
     SafetyStockSet,
     StockAdjusted,
+    StockCommitted,
     StockLevel,
     StockRejected,
     StockReserved,
@@ -44,6 +53,12 @@ HOLD = timedelta(minutes=30)
 
 
 # --- factories ---------------------------------------------------------------------------
+
+
+def assert_logged_refusal(decision: Decision) -> None:
+    """A refusal moves no stock but is written to the operation log (stock-out rate)."""
+    (logged,) = decision.movements
+    assert (logged.kind, logged.on_hand_delta, logged.reserved_delta) == ("reject", 0, 0)
 
 
 def adjusted(delta: int | None = None, *, absolute: int | None = None,
@@ -118,7 +133,7 @@ def test_reserve_on_an_unknown_sku_is_rejected_unknown_sku() -> None:
     assert (event.reason, event.quantity, event.available) == ("unknown_sku", 2, 0)
     assert event.event_id == derive_id("reserve-outcome", "ord-1", 1)
     assert counts(decision.state) == (0, 0, 0)
-    assert decision.movements == []
+    assert_logged_refusal(decision)
     assert decision.changed is False
 
 
@@ -160,7 +175,8 @@ def test_reserve_more_than_available_is_rejected_insufficient_stock(quantity: in
     assert isinstance(event, StockRejected)
     assert (event.reason, event.available, event.quantity) == ("insufficient_stock", 5, quantity)
     assert counts(decision.state) == counts(state) == (10, 5, 5)
-    assert (decision.movements, decision.changed) == ([], False)
+    assert decision.changed is False
+    assert_logged_refusal(decision)
 
 
 def test_reserve_of_exactly_the_available_stock_succeeds() -> None:
@@ -414,6 +430,9 @@ class OneSku(RuleBasedStateMachine):
         self.answered: dict[str, tuple[str, str]] = {}  # key -> (event_type, event_id)
         self.cancelled: set[str] = set()
         self.released: set[str] = set()
+        self.confirmed: dict[str, int] = {}
+        self.committed: set[str] = set()
+        self.expired: set[str] = set()
 
     def apply(self, kind: str, cmd: Any) -> Decision:
         if kind == "adjust":
@@ -422,6 +441,12 @@ class OneSku(RuleBasedStateMachine):
             decision = do_reserve(self.state, cmd)
         elif kind == "release":
             decision = do_release(self.state, cmd)
+        elif kind == "confirm":
+            decision = confirm(self.state, cmd)
+        elif kind == "commit":
+            decision = commit(self.state, cmd, now=NOW)
+        elif kind == "expire":
+            decision = expire(self.state, cmd)
         else:
             decision = set_safety_stock(self.state, cmd)
         decision.level(cmd.event_id)  # a StockLevel must always be publishable
@@ -471,7 +496,7 @@ class OneSku(RuleBasedStateMachine):
             assert (event.event_type, event.reason) == ("StockRejected", "released_before_reserve")
             assert decision.state == before
             return
-        available = self.on_hand - sum(self.held.values())
+        available = self.on_hand - sum(self.held.values()) - sum(self.confirmed.values())
         if not self.known:
             expected = "unknown_sku"
         elif available <= before.safety_stock:
@@ -499,10 +524,10 @@ class OneSku(RuleBasedStateMachine):
         before = self.state
         cmd = release_cmd(order, line)
         decision = self.apply("release", cmd)
-        if key in self.held:
+        if key in self.held or key in self.confirmed:
             event = only_event(decision)
             assert isinstance(event, ReservationReleased)
-            assert event.quantity == self.held.pop(key)
+            assert event.quantity == (self.held.pop(key, 0) or self.confirmed.pop(key))
             self.released.add(key)
         elif key in self.released:
             assert isinstance(only_event(decision), ReservationReleased)
@@ -515,6 +540,56 @@ class OneSku(RuleBasedStateMachine):
         self.state = decision.state
         self.history.append(("release", cmd))
 
+    @rule(order=ORDERS, line=LINES)
+    def confirm_line(self, order: str, line: int) -> None:
+        key, before = f"{order}:{line}", self.state
+        cmd = ConfirmReservation(order_id=order, line=line, sku=SKU, correlation_id=order)
+        if key in self.held or key in self.confirmed or key in self.committed:
+            decision = self.apply("confirm", cmd)
+            assert isinstance(only_event(decision), ReservationConfirmed)
+            assert counts(decision.state) == counts(before)
+            if key in self.held:
+                self.confirmed[key] = self.held.pop(key)
+            self.state = decision.state
+            self.history.append(("confirm", cmd))
+        else:
+            with pytest.raises(InvalidRecord):
+                self.apply("confirm", cmd)
+
+    @rule(order=ORDERS, line=LINES)
+    def commit_line(self, order: str, line: int) -> None:
+        key, before = f"{order}:{line}", self.state
+        cmd = CommitStock(order_id=order, line=line, sku=SKU, correlation_id=order)
+        if key in self.held or key in self.confirmed:
+            decision = self.apply("commit", cmd)
+            quantity = self.held.pop(key, 0) or self.confirmed.pop(key)
+            assert isinstance(only_event(decision), StockCommitted)
+            assert counts(decision.state)[:2] == (before.on_hand - quantity,
+                                                  before.reserved - quantity)
+            self.on_hand -= quantity
+            self.committed.add(key)
+            self.state = decision.state
+            self.history.append(("commit", cmd))
+        elif key in self.committed:
+            assert self.apply("commit", cmd).state == before
+        else:
+            with pytest.raises(InvalidRecord):
+                self.apply("commit", cmd)
+
+    @rule(late=st.booleans())
+    def expire_due_holds(self, late: bool) -> None:
+        due_at = NOW + HOLD + (timedelta(seconds=1) if late else -timedelta(seconds=1))
+        cmd = ExpireHolds(sku=SKU, due_at=due_at)
+        decision = self.apply("expire", cmd)
+        if late:  # every unpaid hold is due; paid (confirmed) ones never expire
+            assert {e.order_id + ":" + str(e.line) for e in decision.events} == set(self.held)
+            self.expired |= set(self.held)
+            self.held.clear()
+        else:
+            assert decision.events == [] and decision.state == self.state
+        self.state = decision.state
+        self.history.append(("expire", cmd))
+
     @precondition(lambda self: bool(self.history))
     @rule(data=st.data())
     def replay_a_past_command(self, data: st.DataObject) -> None:
@@ -522,15 +597,27 @@ class OneSku(RuleBasedStateMachine):
         kind, cmd = self.history[index]
         if kind == "safety" and cmd.threshold != self.state.safety_stock:
             return  # a threshold is a setting, not a keyed command: a later one wins
-        decision = self.apply(kind, cmd)
+        if kind == "expire":
+            # A tick releases what is due by its time, whenever it arrives (with real clocks
+            # a hold made after a tick is due after it; the frozen test clock makes later
+            # holds due too): a replayed tick is just a tick.
+            self.expire_due_holds(late=cmd.due_at > NOW + HOLD)
+            return
+        try:
+            decision = self.apply(kind, cmd)
+        except InvalidRecord:
+            assert kind in ("confirm", "commit")  # e.g. confirm after the hold was released
+            return
         assert decision.state == self.state
         assert decision.changed is False
         assert decision.movements == []
 
     @invariant()
     def reserved_is_the_sum_of_held_reservations(self) -> None:
-        held = sum(r.quantity for r in self.state.reservations.values() if r.state == "held")
-        assert self.state.reserved == held == sum(self.held.values())
+        held = sum(r.quantity for r in self.state.reservations.values()
+                   if r.state in ("held", "confirmed"))
+        assert self.state.reserved == held == sum(self.held.values()) + sum(
+            self.confirmed.values())
         assert self.state.reserved >= 0
 
     @invariant()
@@ -547,8 +634,80 @@ class OneSku(RuleBasedStateMachine):
             assert states[key] == "released"
         for key in self.cancelled:
             assert states[key] == "cancelled"
+        for key in self.confirmed:
+            assert states[key] == "confirmed"
+        for key in self.committed:
+            assert states[key] == "committed"
+        for key in self.expired:
+            assert states[key] == "expired"
         assert all(isinstance(r, Reservation) for r in self.state.reservations.values())
 
 
 OneSku.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestOneSku = OneSku.TestCase
+
+
+# --- confirm, commit, expiry ------------------------------------------------------------------
+
+
+def confirm_cmd(order_id: str = "ord-1", line: int = 1) -> ConfirmReservation:
+    return ConfirmReservation(order_id=order_id, line=line, sku=SKU, correlation_id=order_id)
+
+
+def commit_cmd(order_id: str = "ord-1", line: int = 1) -> CommitStock:
+    return CommitStock(order_id=order_id, line=line, sku=SKU, correlation_id=order_id)
+
+
+def test_a_confirmed_hold_survives_the_expiry_that_releases_an_unpaid_one() -> None:
+    state = do_reserve(stocked(10), reserve_cmd("paid", quantity=2)).state
+    state = do_reserve(state, reserve_cmd("unpaid", quantity=3)).state
+    state = confirm(state, confirm_cmd("paid")).state
+    decision = expire(state, ExpireHolds(sku=SKU, due_at=NOW + HOLD))
+    (expired,) = decision.events
+    assert (expired.event_type, expired.order_id, expired.quantity) == (
+        "ReservationExpired", "unpaid", 3)
+    assert counts(decision.state) == (10, 2, 8)
+    (movement,) = decision.movements
+    assert (movement.kind, movement.on_hand_delta, movement.reserved_delta) == ("expire", 0, -3)
+    again = expire(decision.state, ExpireHolds(sku=SKU, due_at=NOW + 2 * HOLD))
+    assert again.events == [] and again.state == decision.state  # released exactly once
+
+
+def test_an_unpaid_hold_is_not_released_before_its_deadline() -> None:
+    state = do_reserve(stocked(5), reserve_cmd(quantity=1)).state
+    decision = expire(state, ExpireHolds(sku=SKU, due_at=NOW + HOLD - timedelta(seconds=1)))
+    assert decision.events == [] and decision.state == state
+
+
+def test_commit_takes_the_units_out_of_on_hand_and_reserved_once() -> None:
+    state = do_reserve(stocked(10), reserve_cmd(quantity=4)).state
+    state = confirm(state, confirm_cmd()).state
+    decision = commit(state, commit_cmd(), now=NOW)
+    (event,) = decision.events
+    assert isinstance(event, StockCommitted) and event.quantity == 4
+    assert counts(decision.state) == (6, 0, 6)
+    (movement,) = decision.movements
+    assert (movement.kind, movement.on_hand_delta, movement.reserved_delta) == ("commit", -4, -4)
+    replay = commit(decision.state, commit_cmd(), now=NOW)
+    assert replay.state == decision.state and replay.events[0].event_id == event.event_id
+    assert replay.movements == []
+
+
+def test_an_unpaid_hold_can_be_committed_directly() -> None:
+    state = do_reserve(stocked(3), reserve_cmd(quantity=1)).state
+    assert counts(commit(state, commit_cmd(), now=NOW).state) == (2, 0, 2)
+
+
+@pytest.mark.parametrize("command", [confirm, lambda s, c: commit(s, c, now=NOW)])
+def test_confirm_or_commit_of_an_unknown_reservation_is_a_named_rejection(command) -> None:
+    cmd = confirm_cmd() if command is confirm else commit_cmd()
+    with pytest.raises(InvalidRecord) as info:
+        command(stocked(5), cmd)
+    assert info.value.reason == "unknown_reservation"
+
+
+def test_commit_of_a_refused_reservation_is_rejected_not_held() -> None:
+    state = do_reserve(stocked(1), reserve_cmd(quantity=5)).state  # refused
+    with pytest.raises(InvalidRecord) as info:
+        commit(state, commit_cmd(), now=NOW)
+    assert info.value.reason == "not_held"
