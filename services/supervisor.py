@@ -41,7 +41,8 @@ def configured_port(service: str) -> int:
 
 @dataclass
 class Child:
-    name: str
+    name: str  # the service, or service-N for its N-th extra worker
+    service: str
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
@@ -61,24 +62,30 @@ class Supervisor:
 
     def __init__(self, env: dict[str, str], log_dir: Path,
                  services: tuple[str, ...] = SERVICES,
-                 ports: dict[str, int] | None = None) -> None:
+                 ports: dict[str, int] | None = None,
+                 workers: dict[str, list[int]] | None = None) -> None:
+        """``ports`` gives a service's HTTP port; ``workers`` adds more workers of a
+        service (same consumer group: they share its partitions), one port each."""
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         ports = ports or {}
-        for name, port in ports.items():
-            self.env[f"ORDERSTREAM_{name.upper()}_HTTP_PORT"] = str(port)
         self.children = [
-            Child(name, ports.get(name) or configured_port(name), log_dir / f"{name}.log")
+            Child(name, name, ports.get(name) or configured_port(name), log_dir / f"{name}.log")
             for name in services
         ]
+        for service, extra_ports in (workers or {}).items():
+            for n, port in enumerate(extra_ports, start=2):
+                name = f"{service}-{n}"
+                self.children.append(Child(name, service, port, log_dir / f"{name}.log"))
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for child in self.children:
             child.log_file = child.log_path.open("wb")
+            env = {**self.env, f"ORDERSTREAM_{child.service.upper()}_HTTP_PORT": str(child.port)}
             child.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{child.name}"],
-                env=self.env, stdin=subprocess.DEVNULL, stdout=child.log_file,
+                [sys.executable, "-m", f"services.{child.service}"],
+                env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
             log.info("event=service_started service=%s pid=%s port=%s log=%s",

@@ -29,7 +29,8 @@ class System:
 
 @contextmanager
 def running_system(stack_info: StackInfo, broker, work: Path,
-                   extra_env: dict[str, str] | None = None) -> Iterator[System]:
+                   extra_env: dict[str, str] | None = None,
+                   extra_workers: dict[str, int] | None = None) -> Iterator[System]:
     """The four services on their own topic prefix, group ids and schemas."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     conn = ConnectionSettings(
@@ -49,7 +50,10 @@ def running_system(stack_info: StackInfo, broker, work: Path,
         "ORDERSTREAM_DATA_DIR": str(work / "data"),
         **(extra_env or {}),
     }
-    supervisor = Supervisor(env, work / "logs", ports={name: free_port() for name in SERVICES})
+    supervisor = Supervisor(
+        env, work / "logs", ports={name: free_port() for name in SERVICES},
+        workers={service: [free_port() for _ in range(n)]
+                 for service, n in (extra_workers or {}).items()})
     supervisor.start()
     try:
         supervisor.wait_ready(timeout=120)
