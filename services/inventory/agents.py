@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.inventory import domain, store
-from services.inventory.app import app, runtime, settings, stock, stock_inputs
+from services.inventory.app import app, metrics, runtime, settings, stock, stock_inputs
 from shared.codec import InvalidRecord
 from shared.events import (
     CommitStock,
@@ -49,6 +49,7 @@ async def apply(record: Record) -> None:
     state = (domain.SkuState.model_validate(saved) if saved is not None
              else domain.new_state(event.sku, settings.default_safety_stock))
     decision = decide(state, event)
+    metrics.observe(state, decision)
     for outcome in decision.events:
         await runtime.send(INVENTORY_EVENTS, outcome.order_id, outcome)
     if decision.changed:
