@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from conftest import running_system
-from support import collect, given_stock, produce
+from support import collect, eventually, given_stock, produce
 
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.settings import IngestionSettings
@@ -93,3 +95,29 @@ async def test_last_unit_goes_to_exactly_one_of_fifty_orders_from_five_channels(
     assert (reserved, refused) == (1, 49)
     workers = [c.name for c in system.supervisor.children if c.service == "inventory"]
     assert workers == ["inventory", "inventory-2"]
+
+
+async def test_every_inventory_worker_answers_stock_for_any_sku(two_inventory_workers):
+    system = two_inventory_workers
+    sku = f"ANY-{uuid.uuid4().hex[:8]}"
+    await given_stock(system.conn, sku, 3)
+    ports = [c.port for c in system.supervisor.children if c.service == "inventory"]
+
+    async def level_everywhere():
+        answers = [await asyncio.to_thread(_get, f"http://127.0.0.1:{p}/v1/stock/{sku}")
+                   for p in ports]
+        return answers if all(code == 200 for code, _ in answers) else None
+
+    answers = await eventually(level_everywhere)
+    assert [(body["on_hand"], body["available"], body["sellable"]) for _, body in answers] == [
+        (3, 3, True), (3, 3, True)]
+    code, body = _get(f"http://127.0.0.1:{ports[0]}/v1/stock/NO-SUCH-SKU")
+    assert (code, body["error"]) == (404, "unknown_sku")
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
