@@ -68,6 +68,20 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare the stock table, its ledger and a WMS count; alert on every difference."""
+    from services.inventory import report
+
+    return report.reconcile_command(args.wms, args.out)
+
+
+def cmd_health_score(args: argparse.Namespace) -> int:
+    """Inventory health score per SKU and overall, from the ledger."""
+    from services.inventory import report
+
+    return report.health_command(args.days, args.at)
+
+
 def cmd_archive(args: argparse.Namespace) -> int:
     """Move ingestion's month partitions older than N months to the archive tables."""
     from services.ingestion import store
@@ -190,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("archive", help="move orders older than N months out of the hot tables")
     p.add_argument("--months", type=int, default=6, help="keep this many months hot (>= 1)")
     p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("reconcile", help="compare the stock table, its ledger and a WMS count; "
+                       "one ops.alerts alert per difference (exit 1 when any)")
+    p.add_argument("--wms", help="WMS snapshot CSV with the header sku,on_hand")
+    p.add_argument("--out", default="reconcile.csv", help="where to write the CSV report")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("health-score", help="inventory health score per SKU and overall")
+    p.add_argument("--days", type=int, default=90, help="period for turnover and stock-outs")
+    p.add_argument("--at", help="as of this ISO time with offset (default: now)")
+    p.set_defaults(func=cmd_health_score)
 
     p = sub.add_parser("topics", help="create the catalogue's topics")
     p.add_argument("action", choices=("create",))

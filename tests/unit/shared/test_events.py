@@ -56,6 +56,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "ConfirmReservation": INVENTORY_LINE,
     "ReleaseReservation": {**INVENTORY_LINE, "reason": "cancelled"},
     "CommitStock": INVENTORY_LINE,
+    "ExpireHolds": {"sku": SKU, "due_at": T0},
     "StockAdjusted": {"sku": SKU, "delta": -3, "reason": "damage", "source": "wms"},
     "SafetyStockSet": {"sku": SKU, "threshold": 5, "source": "operator:li"},
     "StockReserved": {**INVENTORY_LINE, "quantity": 2, "hold_until": T0},
