@@ -81,15 +81,33 @@ class Supervisor:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for child in self.children:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        if child.log_file is None:
             child.log_file = child.log_path.open("wb")
-            env = {**self.env, f"ORDERSTREAM_{child.service.upper()}_HTTP_PORT": str(child.port)}
-            child.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{child.service}"],
-                env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            log.info("event=service_started service=%s pid=%s port=%s log=%s",
-                     child.name, child.proc.pid, child.port, child.log_path)
+        env = {**self.env, f"ORDERSTREAM_{child.service.upper()}_HTTP_PORT": str(child.port)}
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{child.service}"],
+            env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.info("event=service_started service=%s pid=%s port=%s log=%s",
+                 child.name, child.proc.pid, child.port, child.log_path)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one worker and its process group, as a crash would (fault tests)."""
+        child = self._child(name)
+        if child.proc is not None and child.proc.poll() is None:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a worker that was killed again, on the same port, appending to its log."""
+        self._spawn(self._child(name))
+
+    def _child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
 
     def dead(self) -> list[Child]:
         return [c for c in self.children if c.proc is None or c.proc.poll() is not None]

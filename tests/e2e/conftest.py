@@ -30,7 +30,8 @@ class System:
 @contextmanager
 def running_system(stack_info: StackInfo, broker, work: Path,
                    extra_env: dict[str, str] | None = None,
-                   extra_workers: dict[str, int] | None = None) -> Iterator[System]:
+                   extra_workers: dict[str, int] | None = None,
+                   services: tuple[str, ...] = SERVICES) -> Iterator[System]:
     """The four services on their own topic prefix, group ids and schemas."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     conn = ConnectionSettings(
@@ -51,7 +52,7 @@ def running_system(stack_info: StackInfo, broker, work: Path,
         **(extra_env or {}),
     }
     supervisor = Supervisor(
-        env, work / "logs", ports={name: free_port() for name in SERVICES},
+        env, work / "logs", services=services, ports={name: free_port() for name in services},
         workers={service: [free_port() for _ in range(n)]
                  for service, n in (extra_workers or {}).items()})
     supervisor.start()
