@@ -14,8 +14,7 @@ from collections import Counter, defaultdict
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from conftest import running_system
-from support import collect
+from support import collect, running_system
 
 from shared.codec import encode
 from shared.db import quote_ident

@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import running_system
-from support import collect, given_stock, produce
+from support import collect, given_stock, produce, running_system
 
 from shared.codec import encode
 from shared.events import ReserveStock

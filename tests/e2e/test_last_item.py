@@ -13,8 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import running_system
-from support import collect, eventually, given_stock, produce
+from support import collect, eventually, given_stock, produce, running_system
 
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.settings import IngestionSettings

@@ -9,7 +9,6 @@ import json
 import random
 import re
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -17,16 +16,12 @@ from typing import NamedTuple
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
-from support import collect
+from support import collect, running_system
 
 from services.ingestion import signing
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.channels.base import PaymentState
 from services.ingestion.settings import IngestionSettings
-from services.stack import free_port
-from services.supervisor import Supervisor
-from shared.kafka_admin import ensure_topics
-from shared.settings import ConnectionSettings
 from shared.topics import ORDERS_DLQ, ORDERS_RAW, ORDERS_SUBMITTED
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -95,30 +90,10 @@ def plan(rng: random.Random) -> list[Sent]:
 
 @pytest.fixture
 def ingestion(stack_info, broker, tmp_path):
-    prefix = f"m{uuid.uuid4().hex[:8]}."
-    conn = ConnectionSettings(
-        kafka_bootstrap_servers=stack_info.kafka_bootstrap_servers,
-        database_url=stack_info.database_url, topic_prefix=prefix, topic_partitions=4,
-        topic_replication=broker.replication,
-    )
-    asyncio.run(ensure_topics(conn))
     secrets = {channel: f"secret-{channel}" for channel in ADAPTERS}
-    port = free_port()
-    supervisor = Supervisor({
-        "KAFKA_BOOTSTRAP_SERVERS": stack_info.kafka_bootstrap_servers,
-        "DATABASE_URL": stack_info.database_url,
-        "ORDERSTREAM_TOPIC_PREFIX": prefix,
-        "ORDERSTREAM_TOPIC_PARTITIONS": "4",
-        "ORDERSTREAM_TOPIC_REPLICATION": str(broker.replication),
-        "ORDERSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "ORDERSTREAM_INGESTION_WEBHOOK_SECRETS": json.dumps(secrets),
-    }, tmp_path / "logs", services=("ingestion",), ports={"ingestion": port})
-    supervisor.start()
-    try:
-        supervisor.wait_ready(timeout=120)
-        yield conn, f"http://127.0.0.1:{port}", secrets
-    finally:
-        supervisor.stop()
+    env = {"ORDERSTREAM_INGESTION_WEBHOOK_SECRETS": json.dumps(secrets)}
+    with running_system(stack_info, broker, tmp_path, env, services=("ingestion",)) as system:
+        yield system.conn, f"http://127.0.0.1:{system.port('ingestion')}", secrets
 
 
 async def _send(conn, url, secrets, records) -> None:

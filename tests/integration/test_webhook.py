@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,13 +22,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 from prometheus_client import CollectorRegistry
-from support import collect
+from support import collect, running_system
 
 from services.ingestion.api import Webhook, requests_counter
 from services.ingestion.signing import SIGNATURE_HEADER, sign
-from services.stack import StackInfo, free_port
-from services.supervisor import Supervisor
-from shared.kafka_admin import ensure_topics
+from services.stack import StackInfo
 from shared.settings import ConnectionSettings
 from shared.topics import ORDERS_RAW, ORDERS_SUBMITTED
 
@@ -76,35 +73,11 @@ class Ingestion:
 @pytest.fixture(scope="module")
 def ingestion(stack_info: StackInfo, broker,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingestion]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    work: Path = tmp_path_factory.mktemp("webhook")
-    conn = ConnectionSettings(
-        kafka_bootstrap_servers=stack_info.kafka_bootstrap_servers,
-        database_url=stack_info.database_url,
-        topic_prefix=prefix,
-        topic_partitions=4,
-        topic_replication=broker.replication,
-    )
-    asyncio.run(ensure_topics(conn))
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": stack_info.kafka_bootstrap_servers,
-        "DATABASE_URL": stack_info.database_url,
-        "ORDERSTREAM_TOPIC_PREFIX": prefix,
-        "ORDERSTREAM_TOPIC_PARTITIONS": "4",
-        "ORDERSTREAM_TOPIC_REPLICATION": str(broker.replication),
-        "ORDERSTREAM_DATA_DIR": str(work / "data"),
-        "ORDERSTREAM_INGESTION_WEBHOOK_SECRETS": json.dumps({"web": SECRET}),
-        "ORDERSTREAM_INGESTION_WEBHOOK_MAX_BYTES": str(MAX_BYTES),
-    }
-    port = free_port()
-    supervisor = Supervisor(env, work / "logs", services=("ingestion",),
-                            ports={"ingestion": port})
-    supervisor.start()
-    try:
-        supervisor.wait_ready(timeout=120)
-        yield Ingestion(conn, f"http://127.0.0.1:{port}")
-    finally:
-        supervisor.stop()
+    env = {"ORDERSTREAM_INGESTION_WEBHOOK_SECRETS": json.dumps({"web": SECRET}),
+           "ORDERSTREAM_INGESTION_WEBHOOK_MAX_BYTES": str(MAX_BYTES)}
+    with running_system(stack_info, broker, tmp_path_factory.mktemp("webhook"), env,
+                        services=("ingestion",)) as system:
+        yield Ingestion(system.conn, f"http://127.0.0.1:{system.port('ingestion')}")
 
 
 @pytest.fixture
