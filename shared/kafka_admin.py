@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -94,3 +95,24 @@ async def _await_layout(
         if asyncio.get_running_loop().time() > deadline:
             raise TopicLayoutError(f"partitions without a leader after {timeout:.0f}s: {pending}")
         await asyncio.sleep(0.2)
+
+
+async def partitions_of(conn: ConnectionSettings, topic: str, *,
+                        timeout: float = 30.0) -> list[TopicPartition]:
+    """The partitions of ``topic`` (full name), from the cluster's metadata. A consumer's
+    own metadata may not list a topic created a moment ago by another client, and
+    ``AIOKafkaConsumer.topics()`` does not refresh it; the admin client asks the broker."""
+    admin = await _admin(conn, timeout)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            partitions = described.get("partitions") or []
+            if partitions:
+                return [TopicPartition(topic, p["partition"])
+                        for p in sorted(partitions, key=lambda p: p["partition"])]
+            if asyncio.get_running_loop().time() > deadline:
+                raise TopicLayoutError(f"topic {topic} does not exist after {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.codec import InvalidRecord, decode
+from shared.kafka_admin import partitions_of
 from shared.runtime import Runtime
 from shared.topics import STOCK_LEVELS
 
@@ -37,8 +38,7 @@ class LevelsView:
                                     fetch_max_wait_ms=conn.kafka_fetch_max_wait_ms)
         await consumer.start()
         try:
-            partitions = [TopicPartition(topic, p)
-                          for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            partitions = await partitions_of(conn, topic)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

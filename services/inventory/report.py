@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.inventory import health
 from services.inventory.reconcile import Report, WmsCsvError, parse_wms_csv, report_csv
@@ -30,6 +30,7 @@ from services.inventory.reconcile import reconcile as compare
 from shared.codec import InvalidRecord, decode, encode
 from shared.db import Database
 from shared.events import Alert, Severity, StockLevel, derive_id
+from shared.kafka_admin import partitions_of
 from shared.settings import ConnectionSettings
 from shared.timeutil import to_utc, utc_now
 from shared.topics import OPS_ALERTS, STOCK_LEVELS
@@ -118,11 +119,7 @@ async def load_table_levels(conn: ConnectionSettings, *, timeout: float = 60.0) 
     )
     await consumer.start()
     try:
-        await consumer.topics()  # metadata for every topic, so the partitions are known
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist")
+        partitions = await partitions_of(conn, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)

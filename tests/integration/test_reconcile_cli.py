@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from support import produce
 
 from services.inventory import report
@@ -23,7 +23,7 @@ from services.inventory.health import SkuActivity
 from shared.codec import encode
 from shared.db import Database
 from shared.events import StockLevel
-from shared.kafka_admin import ensure_topics
+from shared.kafka_admin import ensure_topics, partitions_of
 from shared.migrations import migrate
 from shared.settings import ConnectionSettings
 from shared.topics import OPS_ALERTS, STOCK_LEVELS
@@ -80,8 +80,7 @@ async def read_all(conn: ConnectionSettings, topic: str) -> list[tuple[str | Non
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]
+        partitions = await partitions_of(conn, name)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
