@@ -83,6 +83,20 @@ def customer_key(raw: str) -> str:
     return raw if len(raw) <= 64 else "sha256-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
+def unwrap(payload: Any, *paths: tuple[str, ...]) -> Any:
+    """The object inside the first envelope present in ``payload``: each path is the keys
+    from the outside in, present when its first key holds an object. Without an envelope,
+    ``payload`` itself (channels also send the bare object); None when an envelope is
+    there but the object inside it is not."""
+    for path in paths:
+        if isinstance(payload, dict) and isinstance(payload.get(path[0]), dict):
+            node: Any = payload
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            return node
+    return payload
+
+
 def order_id_field(obj: Any, *keys: str, missing: str) -> str:
     """The first of ``keys`` in ``obj`` holding a usable order id (a non-empty string or an
     integer, never a boolean), as a string; else InvalidRecord('missing_order_id')."""

@@ -32,6 +32,7 @@ from services.ingestion.channels.base import (
     not_bool,
     order_id_field,
     parse_instant,
+    unwrap,
 )
 from shared.codec import InvalidRecord
 
@@ -132,13 +133,7 @@ class JdOrder(BaseModel):
 
 
 def _order(payload: Any) -> Any:
-    if isinstance(payload, dict):
-        for name in ENVELOPES:
-            response = payload.get(name)
-            if isinstance(response, dict):
-                detail = response.get("orderDetailInfo")
-                return detail.get("orderInfo") if isinstance(detail, dict) else None
-    return payload
+    return unwrap(payload, *((name, "orderDetailInfo", "orderInfo") for name in ENVELOPES))
 
 
 def order_id_of(payload: Any) -> str:

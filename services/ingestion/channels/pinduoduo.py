@@ -33,6 +33,7 @@ from services.ingestion.channels.base import (
     not_bool,
     order_id_field,
     parse_instant,
+    unwrap,
 )
 from shared.codec import InvalidRecord
 
@@ -107,9 +108,7 @@ class PddOrder(BaseModel):
 
 
 def _order(payload: Any) -> Any:
-    if isinstance(payload, dict) and isinstance(payload.get(ENVELOPE), dict):
-        return payload[ENVELOPE].get("order_info")
-    return payload
+    return unwrap(payload, (ENVELOPE, "order_info"))
 
 
 def order_id_of(payload: Any) -> str:

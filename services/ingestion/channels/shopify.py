@@ -29,6 +29,7 @@ from services.ingestion.channels.base import (
     PaymentState,
     order_id_field,
     parse_instant,
+    unwrap,
 )
 from shared.codec import InvalidRecord
 
@@ -123,9 +124,7 @@ class ShopifyOrder(BaseModel):
 
 
 def _order(payload: Any) -> Any:
-    if isinstance(payload, dict) and isinstance(payload.get("order"), dict):
-        return payload["order"]
-    return payload
+    return unwrap(payload, ("order",))
 
 
 def order_id_of(payload: Any) -> str:

@@ -28,6 +28,7 @@ from services.ingestion.channels.base import (
     PaymentState,
     order_id_field,
     parse_instant,
+    unwrap,
 )
 from shared.codec import InvalidRecord
 
@@ -123,9 +124,7 @@ class TmallTrade(BaseModel):
 
 
 def _trade(payload: Any) -> Any:
-    if isinstance(payload, dict) and isinstance(payload.get(ENVELOPE), dict):
-        return payload[ENVELOPE].get("trade")
-    return payload
+    return unwrap(payload, (ENVELOPE, "trade"))
 
 
 def order_id_of(payload: Any) -> str:
