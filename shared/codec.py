@@ -61,6 +61,11 @@ def parse_json(data: bytes | None) -> Any:
 
 def decode(topic: str, data: bytes | None) -> Event:
     """Decode a record of catalogue topic ``topic`` into its event model."""
+    if data is not None:
+        try:  # the fast path: pydantic parses and validates the bytes in one go
+            return _adapter(topic).validate_json(data)
+        except ValidationError:
+            pass  # the path below says exactly what is wrong
     payload = parse_json(data)
     if not isinstance(payload, dict):
         raise InvalidRecord("invalid_event",

@@ -115,6 +115,12 @@ class Runtime:
         self._install_pages()
         self.app.on_before_shutdown.connect(self._on_shutdown)
         self._assigned = False
+        #: overrides /health's "consumer group assigned" check (a service with its own loop)
+        self.readiness: Callable[[], bool] | None = None
+        #: compacted topics the service keeps its own state in (catalogue-style names)
+        self.state_topics: list[str] = []
+        #: whether the broker grants producer ids (decided in :meth:`prepare`)
+        self.idempotent = False
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
     # --- topics, tables -----------------------------------------------------------------
@@ -148,8 +154,10 @@ class Runtime:
         await out.send(key=key.encode() if key is not None else None, value=codec.encode(event))
         self.metrics.events_out.labels(topic, event.event_type).inc()
 
-    async def dead_letter(self, record: Record, reason: str, error: str,
-                          field_errors: tuple[dict[str, Any], ...] = ()) -> None:
+    def rejection(self, record: Record, reason: str, error: str,
+                  field_errors: tuple[dict[str, Any], ...] = ()) -> RejectedMessage:
+        """The dead letter for ``record`` (its id derived from the record's position, so a
+        redelivered bad record gives the same letter), counted and logged."""
         rejected = RejectedMessage(
             event_id=derive_id("dlq", record.topic, record.partition, record.offset),
             service=self.service,
@@ -163,12 +171,17 @@ class Runtime:
             original_value=base64.b64encode(record.raw or b"").decode(),
             original_headers=record.headers,
         )
-        await self.send(ORDERS_DLQ, record.key, rejected)
         self.metrics.events_failed.labels(record.topic, reason).inc()
         log.warning(
             "event=dead_lettered service=%s topic=%s partition=%s offset=%s reason=%s error=%s",
             self.service, record.topic, record.partition, record.offset, reason, error[:300],
         )
+        return rejected
+
+    async def dead_letter(self, record: Record, reason: str, error: str,
+                          field_errors: tuple[dict[str, Any], ...] = ()) -> None:
+        await self.send(ORDERS_DLQ, record.key, self.rejection(record, reason, error,
+                                                                field_errors))
 
     # --- consuming ------------------------------------------------------------------------
 
@@ -249,7 +262,8 @@ class Runtime:
         @self.app.page("/health")
         async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             # Ready once the consumer group has handed us partitions (and tables recovered).
-            ready = self._assigned and not self.app.rebalancing
+            ready = (self.readiness() if self.readiness is not None
+                     else self._assigned and not self.app.rebalancing)
             return web.json({"service": service, "status": "ok" if ready else "starting"},
                             status=200 if ready else 503)
 
@@ -265,12 +279,14 @@ class Runtime:
         """Create the catalogue's topics, apply this service's migrations, and choose the
         producer the broker supports."""
         await ensure_topics(
-            self.conn, changelogs=[t.changelog_topic.get_topic_name()
-                                   for t in self.app.tables.values()])
+            self.conn, changelogs=[*(t.changelog_topic.get_topic_name()
+                                     for t in self.app.tables.values()),
+                                   *(self.conn.topic(name) for name in self.state_topics)])
         idempotent = self.conn.kafka_idempotence == "on" or (
             self.conn.kafka_idempotence == "auto"
             and await transport.supports_idempotence(self.conn.bootstrap_list)
         )
+        self.idempotent = idempotent
         if idempotent:
             self.app.use_idempotent_producer()
         log.info("event=producer_chosen service=%s idempotent=%s", self.service, idempotent)
@@ -284,6 +300,9 @@ class Runtime:
             level=levels[self.conn.log_level],
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
+        if self.conn.log_level != "debug":
+            # aiokafka formats a debug record for every produced message unless told not to.
+            logging.getLogger("aiokafka").setLevel(logging.INFO)
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
         asyncio.run(self.prepare())
         worker = faust.Worker(self.app, loglevel=self.conn.log_level, quiet=True)

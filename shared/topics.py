@@ -63,6 +63,10 @@ INVENTORY_COMMANDS = "inventory.commands"
 STOCK_ADJUSTMENTS = "stock.adjustments"
 INVENTORY_EVENTS = "inventory.events"
 STOCK_LEVELS = "stock.levels"
+
+#: Inventory's own changelog (counts, reservations, applied adjustments), compacted and
+#: co-partitioned with inventory.commands. Internal to the service: not in the catalogue.
+INVENTORY_STATE = "orderstream-inventory-state"
 FULFILMENT_EVENTS = "fulfilment.events"
 ORDERS_STATUS = "orders.status"
 NOTIFICATIONS_OUTCOMES = "notifications.outcomes"

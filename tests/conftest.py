@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,22 @@ def stack_info(broker: Broker,
         yield info
     finally:
         embedded.down(state_dir)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """When a test that ran services fails, show the end of each service's log with the
+    failure: CI keeps only what the run printed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        supervisor = getattr(value, "supervisor", None)
+        log_dir = getattr(supervisor, "log_dir", None)
+        if log_dir is None:
+            continue
+        for log in sorted(Path(log_dir).glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-60:]
+            report.sections.append((f"service log {log.name} (last {len(lines)} lines)",
+                                    "\n".join(lines)))

@@ -1,77 +1,52 @@
-"""Inventory's stream adapter: load the SKU, decide, emit, record in the ledger, save."""
+"""Inventory's tasks: the batched hot path, the hold-expiry timer and the nightly
+reconciliation. The rules live in domain.py, the partition state in book.py."""
 
 from __future__ import annotations
 
-from services.inventory import domain, store
-from services.inventory.app import app, metrics, runtime, settings, stock, stock_inputs
-from shared.codec import InvalidRecord
-from shared.events import (
-    CommitStock,
-    ConfirmReservation,
-    ExpireHolds,
-    ReleaseReservation,
-    ReserveStock,
-    SafetyStockSet,
-    StockAdjusted,
-    derive_id,
-)
-from shared.runtime import Record
+import logging
+from datetime import time as clock_time
+from zoneinfo import ZoneInfo
+
+from services.inventory import report
+from services.inventory.app import app, hot, metrics, runtime, settings
 from shared.timeutil import utc_now
-from shared.topics import INVENTORY_COMMANDS, INVENTORY_EVENTS, STOCK_LEVELS
+
+log = logging.getLogger(__name__)
 
 
-def decide(state: domain.SkuState, event: object) -> domain.Decision:
-    now = utc_now()
-    match event:
-        case ReserveStock():
-            return domain.reserve(state, event, now=now, hold=settings.hold)
-        case ReleaseReservation():
-            return domain.release(state, event, now=now)
-        case ConfirmReservation():
-            return domain.confirm(state, event)
-        case CommitStock():
-            return domain.commit(state, event, now=now)
-        case ExpireHolds():
-            return domain.expire(state, event)
-        case StockAdjusted():
-            return domain.adjust(state, event)
-        case SafetyStockSet():
-            return domain.set_safety_stock(state, event)
-    raise InvalidRecord("unsupported_command",
-                        f"{type(event).__name__} is not handled by this inventory version")
-
-
-async def apply(record: Record) -> None:
-    event = record.value
-    if record.key != event.sku:
-        raise InvalidRecord("wrong_key", f"key must be the SKU {event.sku!r}, got {record.key!r}")
-    saved = stock.get(event.sku)
-    state = (domain.SkuState.model_validate(saved) if saved is not None
-             else domain.new_state(event.sku, settings.default_safety_stock))
-    decision = decide(state, event)
-    metrics.observe(state, decision)
-    for outcome in decision.events:
-        await runtime.send(INVENTORY_EVENTS, outcome.order_id, outcome)
-    if decision.changed:
-        await runtime.send(STOCK_LEVELS, event.sku, decision.level(event.event_id))
-    await store.append_movements(await runtime.db.pool(), decision.movements)
-    if decision.state is not state:
-        stock[event.sku] = decision.state.model_dump(mode="json")  # last: replays re-decide
-
-
-@app.agent(stock_inputs, concurrency=1)
-async def apply_stock_changes(stream):
-    await runtime.consume(stream, apply)
+@app.task
+async def stock_hot_path() -> None:
+    """Runs for the worker's life. If it fails past its own retries, the worker stops: a
+    restart rebuilds the books from the changelog and redelivers the uncommitted batch."""
+    await hot.run()
 
 
 @app.timer(interval=settings.expiry_scan_seconds)
 async def expire_unpaid_holds() -> None:
-    """Find SKUs with due unpaid holds and send each an ExpireHolds tick keyed by the SKU:
-    the release itself then happens in the SKU's partition loop, once, and a restart or
-    rebalance loses nothing because the deadlines live in the table."""
-    now = utc_now()
-    for sku, saved in list(stock.items()):
-        if domain.due_holds(domain.SkuState.model_validate(saved), now):
-            tick = ExpireHolds(event_id=derive_id("expire-tick", sku, now.isoformat()),
-                               sku=sku, due_at=now)
-            await runtime.send(INVENTORY_COMMANDS, sku, tick)
+    """Find owned SKUs with due unpaid holds and send each an ExpireHolds tick keyed by the
+    SKU: the release then happens in the SKU's partition, once, and a restart or rebalance
+    loses nothing because the deadlines live in the changelog."""
+    await hot.tick_due_holds()
+
+
+def _nightly() -> tuple[str, ZoneInfo]:
+    at = clock_time.fromisoformat(settings.reconcile_at)
+    return f"{at.minute} {at.hour} * * *", ZoneInfo(settings.reconcile_zone)
+
+
+_cron, _zone = _nightly()
+
+
+@app.crontab(_cron, timezone=_zone)
+async def nightly_reconciliation() -> None:
+    """Table vs ledger (and the WMS snapshot, when one is configured), once a night, on the
+    worker that owns partition 0 so that one report is written per night."""
+    if 0 not in hot.books:
+        return
+    settings.reconcile_dir.mkdir(parents=True, exist_ok=True)
+    out = settings.reconcile_dir / f"reconcile-{utc_now().date().isoformat()}.csv"
+    result = await report.reconcile(runtime.conn, settings.reconcile_wms, out)
+    metrics.observe_reconciliation(result)
+    log.info("event=nightly_reconciliation skus=%d differences=%d report=%s",
+             result.skus_checked, len(result.differences), out)
+

@@ -1,14 +1,17 @@
-"""Stock rules for one SKU: reserve, release, adjust. Pure: state in, new state and events out.
+"""Stock rules for one SKU: reserve, release, confirm, commit, expire, adjust. Pure: the SKU's
+counts and the reservation a command names go in; new counts, the reservations it wrote,
+events and ledger movements come out.
 
-One SKU's state (stock counts plus its reservations) is one value, so every change of a SKU
-is one atomic write, and the partition that owns the SKU applies its commands one at a time.
-Every command is idempotent: a reservation is keyed by ``(order_id, line)`` and an
-adjustment by its ``event_id``; a replay re-emits the same events (same ids) and changes
-nothing.
+A SKU's counts and each of its reservations are separate values (keyed by SKU and by
+``order_id:line``), so deciding a command costs the same with 10 or 10,000 reservations
+open. The partition that owns the SKU applies its commands one at a time. Every command is
+idempotent: a reservation is keyed by ``(order_id, line)`` and an adjustment by its
+``event_id``; a replay re-emits the same events (same ids) and changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -36,10 +39,6 @@ from shared.events import (
     derive_id,
 )
 
-#: How many applied adjustment ids a SKU remembers; a replay only repeats records whose
-#: offsets were not committed yet, far fewer than this per SKU.
-ADJUSTMENT_MEMORY = 1000
-
 
 class Reservation(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -58,8 +57,18 @@ class Reservation(BaseModel):
     reason: str = ""
     available: int = 0  # what a rejection reported, so a replay repeats it unchanged
 
+    @property
+    def holds_stock(self) -> bool:
+        return self.state in ("held", "confirmed")
+
+    def due(self, now: datetime) -> bool:
+        """An unpaid hold whose deadline has passed (confirmed holds never expire)."""
+        return self.state == "held" and self.hold_until is not None and self.hold_until <= now
+
 
 class SkuState(BaseModel):
+    """A SKU's counts. Its reservations are kept beside it, one value each."""
+
     model_config = ConfigDict(frozen=True)
 
     sku: str
@@ -67,8 +76,6 @@ class SkuState(BaseModel):
     reserved: int = 0
     safety_stock: int = 0
     known: bool = False  # False until the first adjustment: commands for it are rejected
-    reservations: dict[str, Reservation] = {}
-    applied_adjustments: tuple[str, ...] = ()
 
     @property
     def available(self) -> int:
@@ -100,7 +107,11 @@ class Decision:
     state: SkuState
     events: list[Event] = field(default_factory=list)  # inventory.events, keyed by order_id
     movements: list[Movement] = field(default_factory=list)
-    changed: bool = False  # state changed: publish a new StockLevel
+    changed: bool = False  # counts changed: publish a new StockLevel
+    #: reservations this decision wrote, by ``order_id:line`` (new values)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    #: the event id of an adjustment this decision applied, to be remembered
+    adjustment: str | None = None
 
     def level(self, cause_id: str) -> StockLevel:
         s = self.state
@@ -119,11 +130,13 @@ def new_state(sku: str, default_safety_stock: int) -> SkuState:
     return SkuState(sku=sku, safety_stock=default_safety_stock)
 
 
-def reserve(state: SkuState, cmd: ReserveStock, *, now: datetime, hold: timedelta) -> Decision:
-    key = reservation_key(cmd.order_id, cmd.line)
-    existing = state.reservations.get(key)
+def reserve(state: SkuState, existing: Reservation | None, cmd: ReserveStock, *,
+            now: datetime, hold: timedelta) -> Decision:
+    """Hold ``cmd.quantity`` units, or refuse with a reason; ``existing`` is the line's
+    reservation if one was ever written (a replay, or a release that came first)."""
     if existing is not None:
         return Decision(state, [_outcome_of(existing, cmd)])
+    key = reservation_key(cmd.order_id, cmd.line)
     common = {"correlation_id": cmd.correlation_id, "order_id": cmd.order_id,
               "line": cmd.line, "sku": cmd.sku, "quantity": cmd.quantity}
     outcome_id = derive_id("reserve-outcome", cmd.order_id, cmd.line)
@@ -137,20 +150,22 @@ def reserve(state: SkuState, cmd: ReserveStock, *, now: datetime, hold: timedelt
         # Logged with zero deltas: the operation log shows every refusal (stock-out rate).
         logged = Movement(outcome_id, state.sku, "reject", 0, 0, cmd.order_id, cmd.line,
                           reason, "status", now)
-        return Decision(_with(state, key, res), [rejected], [logged])
+        return Decision(state, [rejected], [logged], reservations={key: res})
     hold_until = cmd.hold_until or now + hold
-    res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
-                      state="held", hold_until=hold_until, outcome_event_id=outcome_id)
-    new = _with(state, key, res).model_copy(update={"reserved": state.reserved + cmd.quantity})
+    # Built from an already validated command: construct, do not re-validate (hot path).
+    res = Reservation.model_construct(order_id=cmd.order_id, line=cmd.line,
+                                      quantity=cmd.quantity, state="held",
+                                      hold_until=hold_until, outcome_event_id=outcome_id)
+    new = state.model_copy(update={"reserved": state.reserved + cmd.quantity})
     movement = Movement(outcome_id, state.sku, "reserve", 0, cmd.quantity, cmd.order_id,
                         cmd.line, "order", "status", now)
     reserved = StockReserved(event_id=outcome_id, hold_until=hold_until, **common)
-    return Decision(new, [reserved], [movement], changed=True)
+    return Decision(new, [reserved], [movement], changed=True, reservations={key: res})
 
 
-def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decision:
+def release(state: SkuState, existing: Reservation | None, cmd: ReleaseReservation, *,
+            now: datetime) -> Decision:
     key = reservation_key(cmd.order_id, cmd.line)
-    existing = state.reservations.get(key)
     event_id = derive_id("release", cmd.order_id, cmd.line)
     if existing is None:
         # Nothing held yet: remember the release, so a late reserve for this line cannot
@@ -158,7 +173,7 @@ def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decis
         res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=0, state="cancelled",
                           outcome_event_id=derive_id("reserve-outcome", cmd.order_id, cmd.line),
                           reason="released_before_reserve")
-        return Decision(_with(state, key, res))
+        return Decision(state, reservations={key: res})
     if existing.state in ("rejected", "cancelled", "expired", "committed"):
         return Decision(state)  # nothing held any more: releasing changes nothing
     released = ReservationReleased(
@@ -168,16 +183,16 @@ def release(state: SkuState, cmd: ReleaseReservation, *, now: datetime) -> Decis
     if existing.state == "released":
         return Decision(state, [released])
     res = existing.model_copy(update={"state": "released", "reason": cmd.reason})
-    new = _with(state, key, res).model_copy(update={"reserved": state.reserved - existing.quantity})
+    new = state.model_copy(update={"reserved": state.reserved - existing.quantity})
     movement = Movement(event_id, state.sku, "release", 0, -existing.quantity, cmd.order_id,
                         cmd.line, cmd.reason, "status", now)
-    return Decision(new, [released], [movement], changed=True)
+    return Decision(new, [released], [movement], changed=True, reservations={key: res})
 
 
-def confirm(state: SkuState, cmd: ConfirmReservation) -> Decision:
+def confirm(state: SkuState, existing: Reservation | None, cmd: ConfirmReservation) -> Decision:
     """Payment arrived: the hold no longer expires."""
     key = reservation_key(cmd.order_id, cmd.line)
-    res = _existing(state, key, cmd)
+    res = _existing(state, existing, key, cmd)
     event = ReservationConfirmed(
         event_id=derive_id("confirm", cmd.order_id, cmd.line), correlation_id=cmd.correlation_id,
         order_id=cmd.order_id, line=cmd.line, sku=cmd.sku,
@@ -187,13 +202,14 @@ def confirm(state: SkuState, cmd: ConfirmReservation) -> Decision:
     if res.state != "held":
         raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot confirm it")
     confirmed = res.model_copy(update={"state": "confirmed"})  # hold_until kept for replays
-    return Decision(_with(state, key, confirmed), [event])
+    return Decision(state, [event], reservations={key: confirmed})
 
 
-def commit(state: SkuState, cmd: CommitStock, *, now: datetime) -> Decision:
+def commit(state: SkuState, existing: Reservation | None, cmd: CommitStock, *,
+           now: datetime) -> Decision:
     """Shipped: the units leave the warehouse; on_hand and reserved both drop."""
     key = reservation_key(cmd.order_id, cmd.line)
-    res = _existing(state, key, cmd)
+    res = _existing(state, existing, key, cmd)
     event_id = derive_id("commit", cmd.order_id, cmd.line)
     event = StockCommitted(event_id=event_id, correlation_id=cmd.correlation_id,
                            order_id=cmd.order_id, line=cmd.line, sku=cmd.sku,
@@ -202,25 +218,26 @@ def commit(state: SkuState, cmd: CommitStock, *, now: datetime) -> Decision:
         return Decision(state, [event])
     if res.state not in ("held", "confirmed"):
         raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot commit it")
-    new = _with(state, key, res.model_copy(update={"state": "committed"}))
-    new = new.model_copy(update={"on_hand": state.on_hand - res.quantity,
-                                 "reserved": state.reserved - res.quantity})
+    new = state.model_copy(update={"on_hand": state.on_hand - res.quantity,
+                                   "reserved": state.reserved - res.quantity})
     movement = Movement(event_id, state.sku, "commit", -res.quantity, -res.quantity,
                         cmd.order_id, cmd.line, "shipped", "status", now)
-    return Decision(new, [event], [movement], changed=True)
+    return Decision(new, [event], [movement], changed=True,
+                    reservations={key: res.model_copy(update={"state": "committed"})})
 
 
-def expire(state: SkuState, cmd: ExpireHolds) -> Decision:
-    """Release every unpaid hold whose deadline is at or before ``cmd.due_at``, once."""
-    due = [(k, r) for k, r in state.reservations.items()
-           if r.state == "held" and r.hold_until is not None and r.hold_until <= cmd.due_at]
+def expire(state: SkuState, holds: Iterable[Reservation], cmd: ExpireHolds) -> Decision:
+    """Release every unpaid hold of ``holds`` (the SKU's reservations that hold stock) whose
+    deadline is at or before ``cmd.due_at``, once."""
+    due = sorted((r for r in holds if r.due(cmd.due_at)), key=lambda r: (r.order_id, r.line))
     if not due:
         return Decision(state)
-    reservations = dict(state.reservations)
+    written: dict[str, Reservation] = {}
     events: list[Event] = []
     movements: list[Movement] = []
-    for key, res in sorted(due):
-        reservations[key] = res.model_copy(update={"state": "expired"})
+    for res in due:
+        written[reservation_key(res.order_id, res.line)] = res.model_copy(
+            update={"state": "expired"})
         event_id = derive_id("expire", res.order_id, res.line)
         events.append(ReservationExpired(event_id=event_id, correlation_id=res.order_id,
                                          order_id=res.order_id, line=res.line, sku=state.sku,
@@ -228,37 +245,29 @@ def expire(state: SkuState, cmd: ExpireHolds) -> Decision:
         movements.append(Movement(event_id, state.sku, "expire", 0, -res.quantity,
                                   res.order_id, res.line, "unpaid_hold_expired", "inventory",
                                   cmd.due_at))
-    released = sum(r.quantity for _, r in due)
-    new = state.model_copy(update={"reservations": reservations,
-                                   "reserved": state.reserved - released})
-    return Decision(new, events, movements, changed=True)
+    released = sum(r.quantity for r in due)
+    new = state.model_copy(update={"reserved": state.reserved - released})
+    return Decision(new, events, movements, changed=True, reservations=written)
 
 
-def due_holds(state: SkuState, now: datetime) -> bool:
-    """Whether any unpaid hold of this SKU is due (for the expiry timer)."""
-    return any(r.state == "held" and r.hold_until is not None and r.hold_until <= now
-               for r in state.reservations.values())
-
-
-def _existing(state: SkuState, key: str, cmd: InventoryCommand) -> Reservation:
-    res = state.reservations.get(key)
+def _existing(state: SkuState, res: Reservation | None, key: str,
+              cmd: InventoryCommand) -> Reservation:
     if res is None:
         raise InvalidRecord("unknown_reservation",
                             f"no reservation {key} for {cmd.event_type} on {state.sku}")
     return res
 
 
-def adjust(state: SkuState, cmd: StockAdjusted) -> Decision:
-    if cmd.event_id in state.applied_adjustments:
+def adjust(state: SkuState, cmd: StockAdjusted, *, applied: bool = False) -> Decision:
+    """A delta (restock, store sale, damage) or an absolute count (stocktake); ``applied``
+    says this adjustment's event id was applied before (a replay: nothing changes)."""
+    if applied:
         return Decision(state)
     delta = cmd.delta if cmd.delta is not None else (cmd.absolute or 0) - state.on_hand
-    applied = (*state.applied_adjustments, cmd.event_id)[-ADJUSTMENT_MEMORY:]
-    new = state.model_copy(update={
-        "on_hand": state.on_hand + delta, "known": True, "applied_adjustments": applied,
-    })
+    new = state.model_copy(update={"on_hand": state.on_hand + delta, "known": True})
     movement = Movement(cmd.event_id, state.sku, "adjust", delta, 0, None, None, cmd.reason,
                         cmd.source, cmd.occurred_at)
-    return Decision(new, [], [movement], changed=True)
+    return Decision(new, [], [movement], changed=True, adjustment=cmd.event_id)
 
 
 def set_safety_stock(state: SkuState, cmd: SafetyStockSet) -> Decision:
@@ -275,10 +284,6 @@ def _refusal(state: SkuState, quantity: int) -> str:
     if state.available < quantity:
         return "insufficient_stock"
     return ""
-
-
-def _with(state: SkuState, key: str, res: Reservation) -> SkuState:
-    return state.model_copy(update={"reservations": {**state.reservations, key: res}})
 
 
 def _outcome_of(res: Reservation, cmd: ReserveStock) -> Event:

@@ -13,13 +13,17 @@ async def append_movements(pool: asyncpg.Pool, movements: Sequence[Movement]) ->
     """Append to the ledger; a movement already recorded (a replay) is skipped."""
     if not movements:
         return
-    async with pool.acquire() as con:
-        await con.executemany(
+    columns = list(zip(*((m.movement_id, m.sku, m.kind, m.on_hand_delta, m.reserved_delta,
+                          m.order_id, m.line, m.reason, m.source, m.occurred_at)
+                         for m in movements), strict=True))
+    async with pool.acquire() as con:  # one statement per batch, however many rows
+        await con.execute(
             "INSERT INTO ledger (movement_id, sku, kind, on_hand_delta, reserved_delta,"
             " order_id, line, reason, source, occurred_at)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (movement_id) DO NOTHING",
-            [(m.movement_id, m.sku, m.kind, m.on_hand_delta, m.reserved_delta, m.order_id,
-              m.line, m.reason, m.source, m.occurred_at) for m in movements],
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[],"
+            " $6::text[], $7::int[], $8::text[], $9::text[], $10::timestamptz[])"
+            " ON CONFLICT (movement_id) DO NOTHING",
+            *columns,
         )
 
 

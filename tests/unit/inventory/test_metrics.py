@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
-from services.inventory.domain import Decision, adjust, new_state, reserve
+from services.inventory.domain import Decision, SkuState, adjust, new_state, reserve
 from services.inventory.metrics import InventoryMetrics
 from shared.events import ReserveStock, StockAdjusted
 
@@ -17,14 +17,15 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def stocked(units: int):
+def stocked(units: int) -> SkuState:
     state = new_state("SKU-1", 0)
     return adjust(state, StockAdjusted(sku="SKU-1", delta=units, reason="restock",
                                        source="wms")).state
 
 
-def reserve_one(state, order: str):
-    return reserve(state, ReserveStock(order_id=order, line=1, sku="SKU-1", quantity=1),
+def reserve_one(state: SkuState, order: str) -> Decision:
+    """A first reserve for ``order``'s line 1: no reservation exists for it yet."""
+    return reserve(state, None, ReserveStock(order_id=order, line=1, sku="SKU-1", quantity=1),
                    now=NOW, hold=timedelta(minutes=30))
 
 
@@ -33,8 +34,10 @@ def test_outcomes_are_counted_and_a_sold_out_sku_shows_as_low_stock():
     metrics = InventoryMetrics(registry)
     state = stocked(1)
     first = reserve_one(state, "a")
+    assert first.reservations["a:1"].state == "held"
     metrics.observe(state, first)
     second = reserve_one(first.state, "b")
+    assert second.reservations["b:1"].state == "rejected"
     metrics.observe(first.state, second)
     assert value(registry, "orderstream_inventory_reservations_total", outcome="reserved") == 1
     assert value(registry, "orderstream_inventory_reservations_total",
