@@ -135,6 +135,41 @@ async def give_stock(conn: ConnectionSettings, sku: str, quantity: int, *,
         await consumer.stop()
 
 
+async def store_sale_latencies(conn: ConnectionSettings, sku: str, sales: int, *,
+                               timeout: float = 30.0) -> list[float]:
+    """Sell ``sales`` single units of ``sku`` at the till, one at a time: a ``StockAdjusted``
+    (delta -1, source pos) each, timed from the produce call to the ``StockLevel`` that shows
+    it on ``stock.levels``. The SKU must be stocked with more than ``sales`` units."""
+    consumer = _consumer(conn)
+    await _assign_all(consumer, conn, STOCK_LEVELS)
+    await consumer.seek_to_end()
+    producer = AIOKafkaProducer(bootstrap_servers=conn.bootstrap_list, acks="all",
+                                linger_ms=0)
+    await producer.start()
+    latencies: list[float] = []
+    try:
+        on_hand = None
+        for _ in range(sales):
+            started = time.monotonic()
+            await producer.send_and_wait(
+                conn.topic(STOCK_ADJUSTMENTS), key=sku.encode(), value=codec.encode(
+                    StockAdjusted(sku=sku, delta=-1, reason="store_sale", source="pos")))
+            while True:
+                batches = await consumer.getmany(timeout_ms=50)
+                seen = [json.loads(r.value) for records in batches.values() for r in records]
+                mine = [s for s in seen if s.get("sku") == sku]
+                if mine and (on_hand is None or mine[-1]["on_hand"] == on_hand - 1):
+                    on_hand = mine[-1]["on_hand"]
+                    latencies.append(time.monotonic() - started)
+                    break
+                if time.monotonic() - started > timeout:
+                    raise ContenderFailed(f"no StockLevel for a store sale of {sku}")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
 async def feed_and_collect(conn: ConnectionSettings, commands: list[tuple[str, bytes]],
                            sku: str, *, budget: float, alive: Alive | None = None) -> Outcome:
     """Start the clock, produce every command as fast as the client can (a burst, while the

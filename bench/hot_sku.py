@@ -48,6 +48,7 @@ from bench.common import (
     percentile,
     reserve_commands,
     source_commit,
+    store_sale_latencies,
 )
 from services import stack
 from services.supervisor import Supervisor
@@ -56,6 +57,7 @@ from shared.settings import ConnectionSettings
 
 CONTENDERS = ("ours", "naive", "postgres")
 SKU = "SKU-HOT-1"
+STORE_SKU, STORE_SALES = "SKU-STORE-1", 20
 RESULTS = Path(__file__).resolve().parent / "results" / "hot_sku.json"
 
 
@@ -76,6 +78,8 @@ class Run:
     ready_seconds: float = 0.0  # start of the process -> its first StockLevel
     complete: bool = False
     error: str = ""
+    store_sale_p50_ms: float | None = None  # ours only: till sale -> stock.levels
+    store_sale_max_ms: float | None = None
 
 
 class _Ours:
@@ -149,6 +153,11 @@ async def run_one(name: str, rnd: int, base: ConnectionSettings, work: Path,
         await give_stock(conn, SKU, args.orders, alive=proc)
         result.ready_seconds = time.monotonic() - started
         out = await feed_and_collect(conn, commands, SKU, budget=args.budget, alive=proc)
+        if name == "ours":  # the other figure: a store sale visible within 1 s
+            await give_stock(conn, STORE_SKU, STORE_SALES * 2, alive=proc)
+            sales = await store_sale_latencies(conn, STORE_SKU, STORE_SALES)
+            result.store_sale_p50_ms = percentile(sales, 50) * 1000
+            result.store_sale_max_ms = max(sales) * 1000
     except ContenderFailed as exc:
         result.error = str(exc)
         return result
@@ -224,6 +233,11 @@ def report(runs: list[Run], summary: dict, args: argparse.Namespace) -> None:
     if any(s["p50_ms"] is None or s["p99_ms"] is None for s in summary.values()):
         print("  (n/a latency: fewer than 50 % / 99 % of the commands were answered within the"
               f" {args.budget:.0f} s budget, so that percentile exceeds what was measured)")
+    sales = [r for r in runs if r.contender == "ours" and r.store_sale_p50_ms is not None]
+    if sales:
+        print(f"  store sale -> stock.levels (ours, {STORE_SALES} sales per run): p50 "
+              f"{statistics.median(r.store_sale_p50_ms for r in sales):,.0f} ms, max "
+              f"{max(r.store_sale_max_ms for r in sales):,.0f} ms   (target < 1000 ms)")
     for other, target in (("postgres", 4), ("naive", 5)):
         value = ratio(summary, "ours", other)
         shown = f"{value:.2f}x" if value is not None else "n/a"
@@ -251,6 +265,12 @@ async def bench(args: argparse.Namespace, conn: ConnectionSettings, work: Path) 
            "hot_sku.ratio_vs_naive": ratio(summary, "ours", "naive")}
     for name, s in summary.items():
         doc |= {f"hot_sku.{name}.{k}": None if v is None else round(v, 1) for k, v in s.items()}
+    sales = [r for r in runs if r.contender == "ours" and r.store_sale_p50_ms is not None]
+    if sales:
+        doc["hot_sku.store_sale_to_level_p50_ms"] = round(
+            statistics.median(r.store_sale_p50_ms for r in sales), 1)
+        doc["hot_sku.store_sale_to_level_max_ms"] = round(
+            max(r.store_sale_max_ms for r in sales), 1)
     doc["runs"] = [asdict(r) for r in runs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

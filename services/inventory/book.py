@@ -6,22 +6,24 @@ returns. The book is what makes batching safe.
 
 **Changelog layout.** One compacted topic, co-partitioned with the inputs; JSON keys:
 
-- ``["s", sku]`` → the SKU's counts and, per input topic, the offset of the last command
-  whose effect the counts include (``applied``);
-- ``["r", sku, "order:line"]`` → a reservation, the input ``(topic, offset)`` that last
-  wrote it, and the net ``(on_hand, reserved)`` delta that write caused;
-- ``["a", sku, event_id]`` → an applied adjustment: its source offset and its delta.
+- ``["s", sku]`` -> the SKU's counts and, per input topic, the offset of the last command
+  applied to that SKU (``applied``);
+- ``["r", sku, "order:line"]`` -> a reservation as the batch left it (``r``), what it was
+  before the batch (``p``, null if new) and the input ``(topic, offset)`` of the batch's
+  last command that wrote it (``src``);
+- ``["a", sku, event_id]`` -> an applied adjustment (its ``src``).
 
-**Why a crash cannot skew the counts.** A batch writes its effects (reservations,
-adjustments) first and the counts of the SKUs it touched last, all to the partition that
-owns the SKU. A partition's log keeps the order the producer sent, so after a crash the
-durable part of a batch is a prefix: if a SKU's counts record survived, every effect before
-it did too. Restoring rolls forward what a lost counts record would have said: every effect
-whose source offset is above the counts' ``applied`` offset adds its delta once
-(:meth:`PartitionBook.restore` returns the repaired counts, to be written before anything
-else). The commands of the lost batch are then redelivered (their offsets were not
-committed) and find their reservations already written: they re-send their answers and
-change nothing.
+**Why a crash cannot skew the books.** The hot path writes a batch's answers first, then
+its changelog, then commits the input offsets. In the changelog a batch writes its
+effects (reservations, adjustments) first and the counts of the SKUs it touched last, all
+to the partition that owns them; a partition's log keeps the producer's order, so a crash
+leaves a prefix: if a SKU's counts record survived, that SKU's effects and the batch's
+answers did too. Restoring therefore *undoes* every effect newer than its SKU's durable
+counts (``src`` offset above the counts' ``applied``) back to its ``p`` value: the book is
+exactly as it was before the interrupted batch. Redelivered commands at or below a SKU's
+``applied`` offset were fully applied and answered, and are skipped
+(:meth:`PartitionBook.apply` returns None); the others are decided again, against the same
+state, in the same order, so they decide the same (event ids included).
 """
 
 from __future__ import annotations
@@ -75,12 +77,11 @@ def _src(topic: str, offset: int) -> bytes:
 
 @dataclass
 class _Effect:
-    """A reservation or adjustment written in the current batch (coalesced per key)."""
+    """A key written in the current batch: its value before the batch, and now."""
 
-    sku: str
-    body: bytes  # the record's JSON members except "d", e.g. b'"r":{...},"src":["t",7]'
-    on_hand: int = 0
-    reserved: int = 0
+    prev: bytes  # JSON of the value before the batch ("null": none)
+    new: bytes  # JSON of the value now
+    src: bytes  # JSON [topic, offset] of the batch's last command that wrote it
 
 
 @dataclass
@@ -115,11 +116,14 @@ class PartitionBook:
 
     # --- deciding ---------------------------------------------------------------------------
 
-    def apply(self, topic: str, offset: int, cmd: object, now: datetime) -> Decision:
+    def apply(self, topic: str, offset: int, cmd: object, now: datetime) -> Decision | None:
         """Decide ``cmd`` (read from ``topic`` at ``offset``) against the book and keep its
-        effects for the batch's changelog. Raises InvalidRecord (nothing changed) when the
-        command cannot apply."""
+        effects for the batch's changelog. None: a redelivered command this SKU's counts
+        already include (applied and answered before a crash). Raises InvalidRecord
+        (nothing changed) when the command cannot apply."""
         sku: str = cmd.sku  # type: ignore[attr-defined]
+        if offset <= self.applied.get(sku, {}).get(topic, -1):
+            return None
         state = self.state(sku)
         match cmd:
             case ReserveStock():
@@ -152,33 +156,27 @@ class PartitionBook:
         self.counts[sku] = decision.state
         self._touched[sku] = None
         self.applied.setdefault(sku, {})[topic] = offset
-        deltas: dict[tuple[str | None, int | None], tuple[int, int]] = {}
-        for m in decision.movements:
-            on_hand, reserved = deltas.get((m.order_id, m.line), (0, 0))
-            deltas[(m.order_id, m.line)] = (on_hand + m.on_hand_delta,
-                                            reserved + m.reserved_delta)
+        src = _src(topic, offset)
         if decision.reservations:
             book = self.reservations.setdefault(sku, {})
             for key, res in decision.reservations.items():
+                before = book.get(key)
                 book[key] = res
                 self._index_hold(sku, key, res)
-                d_on_hand, d_reserved = deltas.get((res.order_id, res.line), (0, 0))
-                body = b'"r":' + _to_json(res) + b',"src":' + _src(topic, offset)
-                self._effect(reservation_record_key(sku, key), sku, body, d_on_hand, d_reserved)
+                self._effect(reservation_record_key(sku, key),
+                             _to_json(before) if before is not None else b"null",
+                             _to_json(res), src)
         if decision.adjustment is not None:
             self.adjustments.setdefault(sku, set()).add(decision.adjustment)
-            d_on_hand, d_reserved = deltas.get((None, None), (0, 0))
-            self._effect(adjustment_key(sku, decision.adjustment), sku,
-                         b'"known":true,"src":' + _src(topic, offset), d_on_hand, d_reserved)
+            self._effect(adjustment_key(sku, decision.adjustment), b"null", b"true", src)
 
-    def _effect(self, key: Key, sku: str, body: bytes, on_hand: int, reserved: int) -> None:
+    def _effect(self, key: Key, prev: bytes, new: bytes, src: bytes) -> None:
         effect = self._effects.get(key)
         if effect is None:
-            self._effects[key] = _Effect(sku, body, on_hand, reserved)
-        else:  # the same key written twice in one batch: keep the net delta
-            effect.body = body
-            effect.on_hand += on_hand
-            effect.reserved += reserved
+            self._effects[key] = _Effect(prev, new, src)
+        else:  # written again in this batch: one record, still undoing to the batch's start
+            effect.new = new
+            effect.src = src
 
     def _index_hold(self, sku: str, key: str, res: Reservation) -> None:
         if res.state == "held" and res.hold_until is not None:
@@ -195,7 +193,7 @@ class PartitionBook:
     def changelog(self) -> list[tuple[Key, Value]]:
         """The batch's changelog records, effects first and counts last (see the module
         docstring), and a fresh batch."""
-        records = [(key, b"{%s,\"d\":[%d,%d]}" % (e.body, e.on_hand, e.reserved))
+        records = [(key, b'{"r":%s,"p":%s,"src":%s}' % (e.new, e.prev, e.src))
                    for key, e in self._effects.items()]
         records.extend((counts_key(sku), self._counts_value(sku)) for sku in self._touched)
         self._effects.clear()
@@ -208,44 +206,40 @@ class PartitionBook:
 
     # --- restoring --------------------------------------------------------------------------
 
-    def restore(self, records: Iterable[tuple[Key, Value | None]]) -> list[tuple[Key, Value]]:
-        """Load a partition's changelog (oldest first), roll forward effects whose counts
-        record was lost, and return the repaired counts records to write before going on."""
+    def restore(self, records: Iterable[tuple[Key, Value | None]]) -> int:
+        """Load a partition's changelog (oldest first) and undo the effects of a batch whose
+        counts record was lost (see the module docstring). Returns how many were undone."""
         latest: dict[Key, Value] = {}
         for key, value in records:
             if value is None:
                 latest.pop(key, None)
             else:
                 latest[key] = value
-        effects: list[tuple[str, dict[str, Any]]] = []
+        effects: list[tuple[str, str, str, dict[str, Any]]] = []
         for raw_key, raw in latest.items():
             kind, sku, *rest = json.loads(raw_key)
             value = json.loads(raw)
             if kind == "s":
                 self.counts[sku] = SkuState.model_validate(value["c"])
                 self.applied[sku] = {t: int(o) for t, o in value["a"].items()}
-            elif kind == "r":
-                res = Reservation.model_validate(value["r"])
-                self.reservations.setdefault(sku, {})[rest[0]] = res
-                self._index_hold(sku, rest[0], res)
-                effects.append((sku, value))
-            elif kind == "a":
-                self.adjustments.setdefault(sku, set()).add(rest[0])
-                effects.append((sku, value))
-        repaired: dict[str, None] = {}
-        for sku, value in effects:
+            else:
+                effects.append((kind, sku, rest[0], value))
+        undone = 0
+        for kind, sku, name, value in effects:
             topic, offset = value["src"]
-            if offset <= self.applied.get(sku, {}).get(topic, -1):
-                continue  # the counts include it
-            d_on_hand, d_reserved = value["d"]
-            state = self.state(sku)
-            self.counts[sku] = state.model_copy(update={
-                "on_hand": state.on_hand + d_on_hand, "reserved": state.reserved + d_reserved,
-                "known": state.known or bool(value.get("known"))})
-            applied = self.applied.setdefault(sku, {})
-            applied[topic] = max(applied.get(topic, -1), offset)
-            repaired[sku] = None
-        return [(counts_key(sku), self._counts_value(sku)) for sku in repaired]
+            current = value["r"]
+            if offset > self.applied.get(sku, {}).get(topic, -1):
+                current = value["p"]  # written by a batch whose counts were lost: undo
+                undone += 1
+            if current is None:
+                continue
+            if kind == "r":
+                res = Reservation.model_validate(current)
+                self.reservations.setdefault(sku, {})[name] = res
+                self._index_hold(sku, name, res)
+            else:
+                self.adjustments.setdefault(sku, set()).add(name)
+        return undone
 
     def skus(self) -> Iterator[str]:
         return iter(self.counts)

@@ -159,7 +159,11 @@ def reserve(state: SkuState, existing: Reservation | None, cmd: ReserveStock, *,
     new = state.model_copy(update={"reserved": state.reserved + cmd.quantity})
     movement = Movement(outcome_id, state.sku, "reserve", 0, cmd.quantity, cmd.order_id,
                         cmd.line, "order", "status", now)
-    reserved = StockReserved(event_id=outcome_id, hold_until=hold_until, **common)
+    # Every field comes from the validated command or was computed here (hold_until is
+    # aware UTC): construct without re-validating, on the hot path.
+    # (occurred_at given: a default factory makes model_construct inspect its signature.)
+    reserved = StockReserved.model_construct(event_id=outcome_id, hold_until=hold_until,
+                                             occurred_at=now, **common)
     return Decision(new, [reserved], [movement], changed=True, reservations={key: res})
 
 

@@ -14,15 +14,17 @@ timers and life cycle):
 2. decide each record in memory against the partition's :class:`~book.PartitionBook`;
 3. append the batch's ledger movements to PostgreSQL in one statement (idempotent by
    movement id; transient failures retried in place);
-4. send the changelog records (effects, then counts: see ``book``), the answers, one
-   ``StockLevel`` per changed SKU and any dead letters, as producer batches;
-5. wait for every send to be acknowledged, then commit the offsets.
+4. send the answers, one ``StockLevel`` per changed SKU and any dead letters (while 3
+   runs), then the changelog records (effects, then counts: see ``book``), as producer
+   batches, each step waiting for the broker's acknowledgements;
+5. commit the offsets.
 
 Steps 3-5 of one batch run while the next batch is decided (one batch ahead at most); a
 rebalance waits until every decided batch is written and committed.
 
-A crash anywhere before 5 redelivers the batch; the book's changelog order and roll-forward
-make the redelivery change nothing but re-send the same answers (same event ids).
+A crash anywhere before 5 redelivers the batch; restoring undoes what the batch wrote for
+SKUs whose counts did not reach the log, and skips the commands of SKUs whose counts did,
+so the redelivery decides what the first delivery decided (same event ids).
 """
 
 from __future__ import annotations
@@ -193,8 +195,8 @@ class HotPath(ConsumerRebalanceListener):
                      time.perf_counter() - started)
 
     async def _restore(self, partition: int) -> PartitionBook:
-        """Load the local copy (``rocksdb`` store), read the changelog from where it ends to
-        the end, then write the repairs it needs."""
+        """Load the local copy (``rocksdb`` store) and read the changelog from where it ends
+        to the end; the book undoes an interrupted batch (see book.py)."""
         book = PartitionBook(self.settings.default_safety_stock, self.settings.hold)
         tp = TopicPartition(self.conn.topic(INVENTORY_STATE), partition)
         local: list[tuple[bytes, bytes | None]] = []
@@ -235,18 +237,11 @@ class HotPath(ConsumerRebalanceListener):
             position = await reader.position(tp)
         finally:
             await reader.stop()
-        repairs = book.restore([*local, *records])
+        undone = book.restore([*local, *records])
         if store is not None:
             await asyncio.to_thread(store.save, records, position)
-        log.info("event=stock_book_restored partition=%d local=%d changelog=%d", partition,
-                 len(local), len(records))
-        if repairs:
-            log.warning("event=stock_book_repaired partition=%d skus=%d", partition,
-                        len(repairs))
-            written = await self._send_all([_Out(INVENTORY_STATE, k, v, partition)
-                                            for k, v in repairs])
-            if store is not None:
-                await asyncio.to_thread(store.save, repairs, written[(tp.topic, partition)])
+        log.info("event=stock_book_restored partition=%d local=%d changelog=%d undone=%d",
+                 partition, len(local), len(records), undone)
         return book
 
     def _open_store(self, partition: int) -> RocksBookStore | None:
@@ -289,6 +284,8 @@ class HotPath(ConsumerRebalanceListener):
                             "wrong_key", f"key must be the SKU {cmd.sku!r}, got {key!r}")
                     before = book.state(cmd.sku)
                     decision = book.apply(topic, message.offset, cmd, now)
+                    if decision is None:
+                        continue  # applied and answered before a restart
                 except codec.InvalidRecord as exc:
                     out.append(self._dead_letter(_record(topic, tp, message), exc.reason,
                                                  exc.error, exc.field_errors))
@@ -309,10 +306,7 @@ class HotPath(ConsumerRebalanceListener):
                 if decision.changed:
                     levels[cmd.sku] = (tp.partition, cmd.event_id)
             commits[tp] = records[-1].offset + 1
-        state: dict[int, list[tuple[bytes, bytes]]] = {}
-        for partition, book in self.books.items():
-            records = state[partition] = book.changelog()
-            out.extend(_Out(INVENTORY_STATE, k, v, partition) for k, v in records)
+        state = {partition: book.changelog() for partition, book in self.books.items()}
         for sku, (partition, cause) in levels.items():
             level = self.books[partition].state(sku)
             event = _level(level, cause)
@@ -327,8 +321,13 @@ class HotPath(ConsumerRebalanceListener):
         durable before it), then every record, then the offsets."""
         while True:
             prepared = await self._queue.get()
-            await self._append_ledger(prepared.movements)
-            written = await self._send_all(prepared.out)
+            # Ledger rows and answers before the changelog: once a SKU's counts are durable,
+            # a redelivered command for it is skipped, so what it caused must exist by then.
+            await asyncio.gather(self._append_ledger(prepared.movements),
+                                 self._send_all(prepared.out))
+            written = await self._send_all([
+                _Out(INVENTORY_STATE, k, v, partition)
+                for partition, records in prepared.state.items() for k, v in records])
             for partition, records in prepared.state.items():
                 store = self.stores.get(partition)
                 where = (self.conn.topic(INVENTORY_STATE), partition)
