@@ -22,6 +22,7 @@ from pathlib import Path
 
 import faust
 
+from bench.common import tune_gc
 from shared import codec, transport
 from shared.events import (
     ReserveStock,
@@ -98,6 +99,7 @@ def main() -> None:
     Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
     changelog = stock.changelog_topic.get_topic_name()
     asyncio.run(ensure_topics(conn, changelogs=[changelog]))
+    tune_gc()
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 

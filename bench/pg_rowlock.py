@@ -40,6 +40,7 @@ from datetime import timedelta
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.common import tune_gc
 from shared import codec
 from shared.db import quote_ident
 from shared.events import (
@@ -208,6 +209,7 @@ def main() -> None:
     conn = ConnectionSettings()
 
     async def _main() -> None:
+        tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,6 +30,7 @@ so the redelivery decides what the first delivery decided (same event ids).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -136,6 +137,12 @@ class HotPath(ConsumerRebalanceListener):
         )
         self.consumer.subscribe([conn.topic(n) for n in INPUTS], listener=self)
         await self.consumer.start()
+        # A batch allocates many short-lived objects (models, dicts, records); with the
+        # default thresholds the cyclic collector runs every 700 allocations and rescans
+        # the books each time. Start-up objects are frozen out of its way, and it runs less
+        # often: measured on the hot-SKU benchmark.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self._writer = asyncio.create_task(self._write_loop(), name="stock-writer")
         try:
             while True:
