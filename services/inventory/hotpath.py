@@ -32,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import struct
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -273,6 +275,8 @@ class HotPath(ConsumerRebalanceListener):
         movements: list[Movement] = []
         levels: dict[str, tuple[int, str]] = {}  # sku -> (partition, cause event id)
         commits: dict[TopicPartition, int] = {}
+        counted_in: Counter[tuple[str, str]] = Counter()  # metrics, added once per batch
+        counted_out: Counter[tuple[str, str]] = Counter()
         n = 0
         for tp, records in batch.items():
             topic = self._names[tp.topic]
@@ -284,8 +288,7 @@ class HotPath(ConsumerRebalanceListener):
                 key = codec_text(message.key)
                 try:
                     cmd = codec.decode(topic, message.value)
-                    self._counter(self._in, self.runtime.metrics.events_in, topic,
-                                  cmd.event_type).inc()
+                    counted_in[(topic, cmd.event_type)] += 1
                     if key != cmd.sku:
                         raise codec.InvalidRecord(
                             "wrong_key", f"key must be the SKU {cmd.sku!r}, got {key!r}")
@@ -308,7 +311,7 @@ class HotPath(ConsumerRebalanceListener):
                 for event in decision.events:
                     out.append(_Out(INVENTORY_EVENTS, event.order_id.encode(),  # type: ignore[attr-defined]
                                     codec.encode(event)))
-                    self._count_out(INVENTORY_EVENTS, event)
+                    counted_out[(INVENTORY_EVENTS, event.event_type)] += 1
                 movements.extend(decision.movements)
                 if decision.changed:
                     levels[cmd.sku] = (tp.partition, cmd.event_id)
@@ -318,14 +321,18 @@ class HotPath(ConsumerRebalanceListener):
             level = self.books[partition].state(sku)
             event = _level(level, cause)
             out.append(_Out(STOCK_LEVELS, sku.encode(), codec.encode(event)))
-            self._count_out(STOCK_LEVELS, event)
+            counted_out[(STOCK_LEVELS, event.event_type)] += 1
+        for (topic, event_type), count in counted_in.items():
+            self._counter(self._in, self.runtime.metrics.events_in, topic, event_type).inc(count)
+        for (topic, event_type), count in counted_out.items():
+            self._counter(self._out, self.runtime.metrics.events_out, topic,
+                          event_type).inc(count)
         self.metrics.batches.observe(n)
         return _Prepared(movements, out, commits, started, state)
 
     async def _write_loop(self) -> None:
-        """Write decided batches in order: ledger rows first (a redelivered command whose
-        reservation is already in the changelog adds no ledger row, so the rows must be
-        durable before it), then every record, then the offsets."""
+        """Write decided batches in order: ledger rows and answers, then the changelog,
+        then the offsets (see the module docstring and book.py)."""
         while True:
             prepared = await self._queue.get()
             # Ledger rows and answers before the changelog: once a SKU's counts are durable,
@@ -411,7 +418,9 @@ class HotPath(ConsumerRebalanceListener):
             assert self.producer is not None
             partitions = self._partitions[topic] = sorted(
                 await self.producer.partitions_for(topic))
-        return self._partitioner(key, partitions, partitions)
+        if key is None:
+            return self._partitioner(key, partitions, partitions)  # random, as Kafka's
+        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
     async def _commit(self, commits: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
@@ -443,6 +452,29 @@ class HotPath(ConsumerRebalanceListener):
         except KafkaError as exc:  # the next tick tries again
             log.warning("event=expiry_tick_failed error=%r", exc)
         return len(out)
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the default partitioner's hash), equal to
+    ``aiokafka.partitioner.murmur2`` but reading four bytes at a time: it runs once per
+    answer on the hot path."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = 0x9747B28C ^ length
+    for k in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    tail, base = length & 3, length & ~3
+    if tail >= 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h = ((h ^ data[base]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def codec_text(value: bytes | None) -> str | None:
