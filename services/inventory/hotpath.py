@@ -115,7 +115,7 @@ class HotPath(ConsumerRebalanceListener):
         self._in: dict[tuple[str, str], Any] = {}
         self._out: dict[tuple[str, str], Any] = {}
         self._partitioner = DefaultPartitioner()
-        self._names = {self.conn.topic(n): n for n in (*INPUTS, INVENTORY_STATE)}
+        self._names = {self.conn.topic(n): n for n in INPUTS}
 
     # --- life cycle -------------------------------------------------------------------------
 
