@@ -241,7 +241,7 @@ class HotPath(ConsumerRebalanceListener):
                     records.append((record.key, record.value))
                 # Past the end offset *and* an empty fetch: the embedded broker can report an
                 # end offset below the last record of a batch.
-                if not got and await reader.position(tp) >= min(end, start or 0):
+                if not got and await reader.position(tp) >= end:
                     break
             position = await reader.position(tp)
         finally:
