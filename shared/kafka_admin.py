@@ -1,12 +1,14 @@
-"""Creates the catalogue's topics before any producer or agent touches them."""
+"""Creates the catalogue's topics before any producer or agent touches them, lists a
+topic's partitions, and reads partitions to their end."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -116,3 +118,57 @@ async def partitions_of(conn: ConnectionSettings, topic: str, *,
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+class StartBeforeBeginning(RuntimeError):
+    """A start offset lies before the partition's first offset: records in between are
+    gone (the log was truncated or the topic recreated)."""
+
+
+#: Empty fetches tolerated past the end offsets before a read counts as complete.
+PAST_END_FETCHES = 10
+
+
+async def read_to_end(conn: ConnectionSettings, partitions: list[TopicPartition],
+                      on_record: Callable[[ConsumerRecord], None], *,
+                      start: dict[TopicPartition, int] | None = None,
+                      timeout: float = 60.0) -> dict[TopicPartition, int]:
+    """Feed ``on_record`` every record of ``partitions`` from their beginning (or from
+    ``start``) to their end, and return the positions reached.
+
+    Reads to the end offsets seen at start, then on until a fetch brings nothing more (at
+    most :data:`PAST_END_FETCHES` fetches): the embedded broker reports a partition's end
+    as the last record *batch*'s base offset + 1, short of the records after the first in
+    that batch. Records that arrive meanwhile are newer, so reading them is safe."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=conn.bootstrap_list, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=conn.kafka_fetch_max_wait_ms,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        if start:
+            first = await consumer.beginning_offsets(list(start))
+            for tp, offset in start.items():
+                if offset < first[tp]:
+                    raise StartBeforeBeginning(f"{tp}: offset {offset} < first {first[tp]}")
+                consumer.seek(tp, offset)
+        end = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        past_end = 0
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for records in batch.values():
+                for record in records:
+                    on_record(record)
+            positions = {tp: await consumer.position(tp) for tp in partitions}
+            if all(positions[tp] >= end[tp] for tp in partitions):
+                if not batch or past_end >= PAST_END_FETCHES:
+                    return positions
+                past_end += 1
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"{partitions}: not read to the end within {timeout:.0f}s")
+    finally:
+        await consumer.stop()

@@ -52,6 +52,7 @@ from services.inventory.metrics import InventoryMetrics
 from services.inventory.settings import InventorySettings
 from shared import codec
 from shared.events import Event, ExpireHolds, derive_id
+from shared.kafka_admin import StartBeforeBeginning, read_to_end
 from shared.runtime import RETRY_BACKOFF, Record, Runtime, is_transient
 from shared.timeutil import utc_now
 from shared.topics import (
@@ -66,6 +67,8 @@ from shared.topics import (
 log = logging.getLogger(__name__)
 
 INPUTS = (INVENTORY_COMMANDS, STOCK_ADJUSTMENTS)
+#: Longest a partition's changelog may take to read before the worker gives up and stops.
+RESTORE_TIMEOUT = 900.0
 
 
 @dataclass
@@ -213,39 +216,24 @@ class HotPath(ConsumerRebalanceListener):
         store = self._open_store(partition)
         if store is not None:
             local, start = await asyncio.to_thread(store.load)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.conn.bootstrap_list, group_id=None,
-                                  enable_auto_commit=False,
-                                  fetch_max_wait_ms=self.conn.kafka_fetch_max_wait_ms,
-                                  max_partition_fetch_bytes=8 * 1024 * 1024)
-        await reader.start()
         records: list[tuple[bytes, bytes | None]] = []
+
+        def keep(record: Any) -> None:
+            records.append((record.key, record.value))
+
         try:
-            reader.assign([tp])
-            first = (await reader.beginning_offsets([tp]))[tp]
-            end = (await reader.end_offsets([tp]))[tp]
-            # A local copy older than the changelog's first offset missed records that are
-            # gone: start over. (One past the reported end is normal on the embedded
-            # broker, which under-reports end offsets after a multi-record batch.)
-            if store is not None and start is not None and start < first:
-                log.warning("event=stock_book_local_copy_dropped partition=%d offset=%d "
-                            "changelog=%d..%d", partition, start, first, end)
-                await asyncio.to_thread(store.reset)
-                local, start = [], None
-            if start is None:
-                await reader.seek_to_beginning(tp)
-            else:
-                reader.seek(tp, start)
-            while True:
-                got = await reader.getmany(tp, timeout_ms=300, max_records=50_000)
-                for record in got.get(tp, ()):
-                    records.append((record.key, record.value))
-                # Past the end offset *and* an empty fetch: the embedded broker can report an
-                # end offset below the last record of a batch.
-                if not got and await reader.position(tp) >= end:
-                    break
-            position = await reader.position(tp)
-        finally:
-            await reader.stop()
+            reached = await read_to_end(self.conn, [tp], keep, timeout=RESTORE_TIMEOUT,
+                                        start=None if start is None else {tp: start})
+        except StartBeforeBeginning as exc:
+            # The local copy misses records that are gone from the changelog: start over.
+            log.warning("event=stock_book_local_copy_dropped partition=%d reason=%s",
+                        partition, exc)
+            assert store is not None
+            await asyncio.to_thread(store.reset)
+            local = []
+            records.clear()
+            reached = await read_to_end(self.conn, [tp], keep, timeout=RESTORE_TIMEOUT)
+        position = reached[tp]
         undone = book.restore([*local, *records])
         if store is not None:
             await asyncio.to_thread(store.save, records, position)

@@ -16,13 +16,12 @@ import asyncio
 import logging
 import math
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from services.inventory import health
 from services.inventory.reconcile import Report, WmsCsvError, parse_wms_csv, report_csv
@@ -30,7 +29,7 @@ from services.inventory.reconcile import reconcile as compare
 from shared.codec import InvalidRecord, decode, encode
 from shared.db import Database
 from shared.events import Alert, Severity, StockLevel, derive_id
-from shared.kafka_admin import partitions_of
+from shared.kafka_admin import partitions_of, read_to_end
 from shared.settings import ConnectionSettings
 from shared.timeutil import to_utc, utc_now
 from shared.topics import OPS_ALERTS, STOCK_LEVELS
@@ -38,7 +37,6 @@ from shared.topics import OPS_ALERTS, STOCK_LEVELS
 log = logging.getLogger(__name__)
 
 Levels = dict[str, tuple[int, int]]
-_PAST_END = 10
 
 # A sale: a shipped order line, or a store sale (POS) taking units off the shelf.
 _SALE = "(kind = 'commit' OR (kind = 'adjust' AND reason = 'pos_sale'))"
@@ -105,40 +103,13 @@ async def load_health_inputs(pool: asyncpg.Pool, now: datetime,
 
 async def load_table_levels(conn: ConnectionSettings, *, timeout: float = 60.0) -> Levels:
     """``{sku: (on_hand, reserved)}``: the latest ``StockLevel`` per SKU on ``stock.levels``
-    (a tombstone removes its key; an undecodable record is logged and skipped).
-
-    Reads from the beginning to the end offsets seen at start, then on until a fetch brings
-    nothing more (at most ``_PAST_END`` fetches): the embedded broker reports a partition's
-    end as the last record *batch*'s base offset + 1, short of the records after the first
-    in that batch. Records that arrive meanwhile are newer states, so reading them is safe.
-    """
-    topic = conn.topic(STOCK_LEVELS)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=conn.bootstrap_list, group_id=None, enable_auto_commit=False,
-        fetch_max_wait_ms=conn.kafka_fetch_max_wait_ms,
-    )
-    await consumer.start()
-    try:
-        partitions = await partitions_of(conn, topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        levels: Levels = {}
-        deadline = time.monotonic() + timeout
-        past_end = 0
-        while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                for m in messages:
-                    _apply_level(levels, m.key, m.value, m.partition, m.offset)
-            if all([await consumer.position(tp) >= end[tp] for tp in partitions]):
-                if not batch or past_end >= _PAST_END:
-                    return levels
-                past_end += 1
-            elif time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end within {timeout:.0f}s")
-    finally:
-        await consumer.stop()
+    (a tombstone removes its key; an undecodable record is logged and skipped), read to its
+    end (``shared.kafka_admin.read_to_end``)."""
+    levels: Levels = {}
+    partitions = await partitions_of(conn, conn.topic(STOCK_LEVELS))
+    await read_to_end(conn, partitions, lambda m: _apply_level(
+        levels, m.key, m.value, m.partition, m.offset), timeout=timeout)
+    return levels
 
 
 def _apply_level(levels: Levels, key: bytes | None, value: bytes | None,
