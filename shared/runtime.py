@@ -64,15 +64,17 @@ class Record:
 Handler = Callable[[Record], Awaitable[None]]
 
 
-def _text(value: bytes | str | None) -> str | None:
+def text(value: bytes | str | None) -> str | None:
+    """A record key or header value as text (invalid UTF-8 replaced, never raised)."""
     if value is None or isinstance(value, str):
         return value
     return value.decode("utf-8", errors="replace")
 
 
-def _headers(message: Any) -> dict[str, str]:
+def headers_of(message: Any) -> dict[str, str]:
+    """A consumed message's headers (Faust's dict or aiokafka's pairs) as text."""
     items = message.headers.items() if isinstance(message.headers, dict) else message.headers
-    return {k: _text(v) or "" for k, v in (items or ())}
+    return {k: text(v) or "" for k, v in (items or ())}
 
 
 class Runtime:
@@ -193,9 +195,9 @@ class Runtime:
             topic = self._by_full_name.get(message.topic, message.topic)
             record = Record(
                 topic=topic,
-                key=_text(message.key),
+                key=text(message.key),
                 value=message.value,
-                headers=_headers(message),
+                headers=headers_of(message),
                 partition=message.partition,
                 offset=message.offset,
                 raw=message.value,

@@ -114,12 +114,16 @@ class Decision:
     adjustment: str | None = None
 
     def level(self, cause_id: str) -> StockLevel:
-        s = self.state
-        return StockLevel(
-            event_id=derive_id("level", cause_id, s.sku),
-            sku=s.sku, on_hand=s.on_hand, reserved=s.reserved, available=s.available,
-            safety_stock=s.safety_stock, sellable=s.sellable,
-        )
+        return stock_level(self.state, cause_id)
+
+
+def stock_level(s: SkuState, cause_id: str) -> StockLevel:
+    """What ``stock.levels`` publishes for a SKU after the change ``cause_id``."""
+    return StockLevel(
+        event_id=derive_id("level", cause_id, s.sku),
+        sku=s.sku, on_hand=s.on_hand, reserved=s.reserved, available=s.available,
+        safety_stock=s.safety_stock, sellable=s.sellable,
+    )
 
 
 def reservation_key(order_id: str, line: int) -> str:

@@ -47,13 +47,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.inventory import store
 from services.inventory.book import PartitionBook
 from services.inventory.bookstore import RocksBookStore
-from services.inventory.domain import Decision, Movement, SkuState
+from services.inventory.domain import Movement, stock_level
 from services.inventory.metrics import InventoryMetrics
 from services.inventory.settings import InventorySettings
 from shared import codec
 from shared.events import Event, ExpireHolds, derive_id
 from shared.kafka_admin import StartBeforeBeginning, read_to_end
-from shared.runtime import RETRY_BACKOFF, Record, Runtime, is_transient
+from shared.runtime import RETRY_BACKOFF, Record, Runtime, headers_of, is_transient, text
 from shared.timeutil import utc_now
 from shared.topics import (
     INVENTORY_COMMANDS,
@@ -91,9 +91,9 @@ class _Prepared:
 
 
 def _record(topic: str, tp: TopicPartition, message: Any) -> Record:
-    return Record(topic=topic, key=codec_text(message.key), value=None,
-                  headers={k: v.decode("utf-8", "replace") for k, v in message.headers or ()},
-                  partition=tp.partition, offset=message.offset, raw=message.value)
+    return Record(topic=topic, key=text(message.key), value=None,
+                  headers=headers_of(message), partition=tp.partition, offset=message.offset,
+                  raw=message.value)
 
 
 class HotPath(ConsumerRebalanceListener):
@@ -273,7 +273,7 @@ class HotPath(ConsumerRebalanceListener):
                 continue
             for message in records:
                 n += 1
-                key = codec_text(message.key)
+                key = text(message.key)
                 try:
                     cmd = codec.decode(topic, message.value)
                     counted_in[(topic, cmd.event_type)] += 1
@@ -306,8 +306,7 @@ class HotPath(ConsumerRebalanceListener):
             commits[tp] = records[-1].offset + 1
         state = {partition: book.changelog() for partition, book in self.books.items()}
         for sku, (partition, cause) in levels.items():
-            level = self.books[partition].state(sku)
-            event = _level(level, cause)
+            event = stock_level(self.books[partition].state(sku), cause)
             out.append(_Out(STOCK_LEVELS, sku.encode(), codec.encode(event)))
             counted_out[(STOCK_LEVELS, event.event_type)] += 1
         for (topic, event_type), count in counted_in.items():
@@ -463,11 +462,3 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * m) & 0xFFFFFFFF
     return h ^ (h >> 15)
-
-
-def codec_text(value: bytes | None) -> str | None:
-    return value.decode("utf-8", errors="replace") if value is not None else None
-
-
-def _level(state: SkuState, cause: str) -> Event:
-    return Decision(state).level(cause)
