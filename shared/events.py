@@ -188,6 +188,16 @@ class PaymentFailed(Event):
     reason: str = Field(max_length=256)
 
 
+class OrderCancelled(Event):
+    """The customer, the channel or an operator cancelled the order. Status-tracking cancels
+    it and releases its stock if it has not left the warehouse; later it is only recorded."""
+
+    event_type: Literal["OrderCancelled"] = "OrderCancelled"
+    order_id: OrderId
+    reason: str = Field(max_length=256, examples=["customer_request", "fraud_check"])
+    source: str = Field(default="channel", max_length=64, examples=["channel", "operator:li"])
+
+
 # --- inventory.commands (keyed by SKU) ----------------------------------------------------
 
 
@@ -368,7 +378,9 @@ class OrderStatusChanged(Event):
     to_status: OrderStatus
     at: UtcDatetime = Field(description="When the order entered to_status, UTC")
     cause_event_id: str = Field(description="event_id of the event that caused the change")
-    tracking_number: str | None = None
+    tracking_number: str | None = Field(default=None, description="Carrier tracking number, "
+                                        "once the order has one")
+    carrier: str | None = Field(default=None, max_length=32, examples=["SF", "ZTO", "YTO"])
     detail: str = Field(default="", max_length=512,
                         description="e.g. the SKUs that ran out for REJECTED")
 
@@ -421,7 +433,7 @@ class Alert(Event):
 ALL_EVENTS: dict[str, type[Event]] = {
     m.model_fields["event_type"].default: m
     for m in (
-        OrderSubmitted, RejectedMessage, PaymentConfirmed, PaymentFailed,
+        OrderSubmitted, RejectedMessage, PaymentConfirmed, PaymentFailed, OrderCancelled,
         ReserveStock, ConfirmReservation, ReleaseReservation, CommitStock, ExpireHolds,
         StockAdjusted, SafetyStockSet,
         StockReserved, StockRejected, ReservationReleased, ReservationExpired,

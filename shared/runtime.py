@@ -156,6 +156,31 @@ class Runtime:
         await out.send(key=key.encode() if key is not None else None, value=codec.encode(event))
         self.metrics.events_out.labels(topic, event.event_type).inc()
 
+    async def publish(self, topic: str, key: str | None, event: Event) -> None:
+        """Send ``event`` now, outside any stream event, and return once the broker
+        acknowledged it (for timers and web handlers, whose effects no commit covers)."""
+        out = self._out.get(topic)
+        if out is None:
+            out = self._out[topic] = self.topic(topic)
+        delivery = await out.send(key=key.encode() if key is not None else None,
+                                  value=codec.encode(event), force=True)
+        await asyncio.shield(delivery)  # a cancelled wait must not cancel the delivery
+        self.metrics.events_out.labels(topic, event.event_type).inc()
+
+    async def publish_many(self, topic: str, items: list[tuple[str | None, Event]]) -> None:
+        """:meth:`publish` for many: all queued in order first, then every ack awaited."""
+        out = self._out.get(topic)
+        if out is None:
+            out = self._out[topic] = self.topic(topic)
+        deliveries = [
+            await out.send(key=key.encode() if key is not None else None,
+                           value=codec.encode(event), force=True)
+            for key, event in items
+        ]
+        await asyncio.shield(asyncio.gather(*deliveries))
+        for _, event in items:
+            self.metrics.events_out.labels(topic, event.event_type).inc()
+
     def rejection(self, record: Record, reason: str, error: str,
                   field_errors: tuple[dict[str, Any], ...] = ()) -> RejectedMessage:
         """The dead letter for ``record`` (its id derived from the record's position, so a

@@ -22,9 +22,9 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from prometheus_client import Counter
 
-from services.ingestion import signing
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.settings import IngestionSettings
+from shared import signing
 from shared.codec import InvalidRecord, parse_json
 from shared.runtime import Runtime
 from shared.topics import ORDERS_RAW

@@ -18,10 +18,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from support import collect, running_system
 
-from services.ingestion import signing
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.channels.base import PaymentState
 from services.ingestion.settings import IngestionSettings
+from shared import signing
 from shared.topics import ORDERS_DLQ, ORDERS_RAW, ORDERS_SUBMITTED
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

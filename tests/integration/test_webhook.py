@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry
 from support import collect, running_system
 
 from services.ingestion.api import Webhook, requests_counter
-from services.ingestion.signing import SIGNATURE_HEADER, sign
 from services.stack import StackInfo
 from shared.settings import ConnectionSettings
+from shared.signing import SIGNATURE_HEADER, sign
 from shared.topics import ORDERS_RAW, ORDERS_SUBMITTED
 
 SECRET = "s3cret"

@@ -53,6 +53,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "order_id": ORDER, "amount": Decimal("19.99"), "currency": "CNY", "payment_ref": "P-1",
     },
     "PaymentFailed": {"order_id": ORDER, "reason": "card_declined"},
+    "OrderCancelled": {"order_id": ORDER, "reason": "customer_request", "source": "channel"},
     "ReserveStock": {**INVENTORY_LINE, "quantity": 2, "hold_until": T0 + timedelta(minutes=30)},
     "ConfirmReservation": INVENTORY_LINE,
     "ReleaseReservation": {**INVENTORY_LINE, "reason": "cancelled"},

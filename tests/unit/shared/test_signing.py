@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingestion.signing import (
+from shared.signing import (
     SHOPIFY_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
     sign,

@@ -1,7 +1,8 @@
 """Webhook signatures: base64 of HMAC-SHA256 over the exact body bytes (Shopify's scheme).
 
-Pure functions, no I/O. A channel signs the raw request body with its shared secret and
-sends the result in :data:`SIGNATURE_HEADER` (Shopify sends its own
+Pure functions, no I/O. Used by every signed webhook (ingestion's channel orders,
+status-tracking's fulfilment callbacks). A sender signs the raw request body with its shared
+secret and sends the result in :data:`SIGNATURE_HEADER` (Shopify sends its own
 :data:`SHOPIFY_SIGNATURE_HEADER`, accepted for the ``shopify`` channel); we recompute it over
 the bytes as received, before parsing anything.
 """
