@@ -1,0 +1,58 @@
+"""Carrier tracking for the status service: scans in our words, and the Kuaidi100 adapter
+(query client, push parsing) that brings them in."""
+
+from services.status.carriers.kuaidi100 import (
+    PUSH_ACK,
+    Kuaidi100Client,
+    build_result,
+    parse_push,
+    parse_query_response,
+    push_form,
+    query_form,
+)
+from services.status.carriers.model import (
+    CARRIERS,
+    KUAIDI100_STATES,
+    CallbackRejected,
+    CarrierError,
+    CarrierQuotaExhausted,
+    CarrierRejected,
+    CarrierThrottled,
+    CarrierTimeout,
+    CarrierUnavailable,
+    NoTrackingYet,
+    Scan,
+    Stage,
+    UnknownCarrier,
+    UnknownState,
+    carrier_code,
+    kuaidi100_com,
+    stage_for_state,
+)
+
+__all__ = [
+    "CARRIERS",
+    "KUAIDI100_STATES",
+    "PUSH_ACK",
+    "CallbackRejected",
+    "CarrierError",
+    "CarrierQuotaExhausted",
+    "CarrierRejected",
+    "CarrierThrottled",
+    "CarrierTimeout",
+    "CarrierUnavailable",
+    "Kuaidi100Client",
+    "NoTrackingYet",
+    "Scan",
+    "Stage",
+    "UnknownCarrier",
+    "UnknownState",
+    "build_result",
+    "carrier_code",
+    "kuaidi100_com",
+    "parse_push",
+    "parse_query_response",
+    "push_form",
+    "query_form",
+    "stage_for_state",
+]
