@@ -11,9 +11,9 @@
   parameter, or from the parcel's tracking number; answered with Kuaidi100's own
   acknowledgement JSON so the provider stops retrying.
 
-Errors say what to fix: 401 bad or missing signature, 404 unknown source or parcel, 413 too
-large, 400 malformed, 422 valid JSON that cannot be an event (unknown carrier code, ...),
-503 broker unavailable (retry).
+Errors say what to fix: 401 bad or missing signature, 404 unknown source or parcel, 409 a
+push for an order that ships another parcel, 413 too large, 400 malformed, 422 valid JSON
+that cannot be an event (unknown carrier code, ...), 503 broker unavailable (retry).
 
 ``GET /v1/orders/{order_id}`` and ``GET /v1/orders?status=&channel=&stale=&limit=&after=``
 answer from PostgreSQL, with every time in UTC and in the merchant's zone.
@@ -131,8 +131,18 @@ class FulfilmentWebhook:
         except CallbackRejected as exc:
             status = {"bad_signature": 401, "unknown_carrier": 422}.get(exc.reason, 400)
             raise Refused(status, exc.reason, str(exc)) from exc
-        order_id = request.query.get("order_id") or await store.order_for_parcel(
-            await self.runtime.db.pool(), carrier, number)
+        pool = await self.runtime.db.pool()
+        order_id = request.query.get("order_id")
+        if order_id:
+            # The signature covers the body, not the URL: a push must not be replayed onto
+            # another order. An order that ships another parcel refuses it.
+            known = await store.parcel_of(pool, order_id)
+            if known is not None and known[1] is not None and known != (carrier, number):
+                raise Refused(409, "parcel_mismatch",
+                              f"order {order_id[:64]} ships {known[0]} {known[1]}, not "
+                              f"{carrier} {number}")
+        else:
+            order_id = await store.order_for_parcel(pool, carrier, number)
         if not order_id:
             raise Refused(404, "unknown_parcel",
                           f"no order has {carrier} parcel {number}, and the callback URL "

@@ -8,7 +8,8 @@ a worker that dies mid-poll leaves the parcel due again when its lease ends.
 Each carrier has its own rate limit (a token bucket). A throttled answer pauses that carrier
 for the provider's ``Retry-After`` (or a backoff); an exhausted quota pauses it for long. A
 failed query brings the parcel's next poll closer (backoff from the tick up to the interval)
-rather than waiting a whole interval. Scans go to ``fulfilment.events`` with the same ids a
+rather than waiting a whole interval (the first retries at the next tick, then doubling).
+Scans go to ``fulfilment.events`` with the same ids a
 callback would give them: whichever arrives first is applied, the other is a duplicate.
 """
 
@@ -166,9 +167,11 @@ class Poller:
             bucket.pause(QUOTA_PAUSE)
             log.error("event=carrier_quota_exhausted carrier=%s pause_s=%d", carrier,
                       QUOTA_PAUSE)
-        # Sooner than a whole interval: tick, 2 ticks, 4 ticks ... up to the interval.
-        backoff = timedelta(seconds=self.settings.poll_tick_seconds * 2 ** min(parcel.attempts,
-                                                                                 16))
+        # Sooner than a whole interval: a single timeout or error is most often just that
+        # query, so the first three retries come at the next tick; then 2, 4, 8 ... ticks,
+        # up to the interval (the carrier's own rate limit and pauses protect it meanwhile).
+        ticks = 2 ** min(max(0, parcel.attempts - 2), 16)
+        backoff = timedelta(seconds=self.settings.poll_tick_seconds * ticks)
         if not exc.retriable:
             backoff = self.settings.poll_interval
         log.info("event=poll_failed carrier=%s tracking=%s order=%s kind=%s error=%s",

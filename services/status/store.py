@@ -150,6 +150,13 @@ async def polled(pool: asyncpg.Pool, results: Sequence[tuple[str, datetime, str 
     )
 
 
+async def parcel_of(pool: asyncpg.Pool, order_id: str) -> tuple[str | None, str | None] | None:
+    """(carrier, tracking number) the order is known to ship with; None for no such order."""
+    row = await pool.fetchrow(
+        "SELECT carrier, tracking_number FROM orders WHERE order_id = $1", order_id)
+    return None if row is None else (row["carrier"], row["tracking_number"])
+
+
 async def order_for_parcel(pool: asyncpg.Pool, carrier: str, tracking_number: str
                            ) -> str | None:
     return await pool.fetchval(

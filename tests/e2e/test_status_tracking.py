@@ -11,11 +11,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 from support import collect, eventually, given_stock, produce, running_system
 
+from services.status.carriers import Scan, Stage, build_result, push_form
 from shared.codec import encode
 from shared.events import (
     Channel,
@@ -30,6 +32,7 @@ from shared.topics import OPS_ALERTS, ORDERS_DLQ, ORDERS_STATUS, ORDERS_SUBMITTE
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 SECRET = "wms-secret"
+SALT = "push-salt"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,7 @@ def status(stack_info, broker, tmp_path_factory):
         "ORDERSTREAM_STATUS_STALE_CHECK_SECONDS": "0.5",
         "ORDERSTREAM_STATUS_STALE_REPEAT": "3600",
         "ORDERSTREAM_STATUS_WEBHOOK_MAX_BYTES": "2048",
+        "ORDERSTREAM_STATUS_KUAIDI100_SALT": SALT,
     }
     with running_system(stack_info, broker, tmp_path_factory.mktemp("status"), env,
                         services=("status", "inventory")) as system:
@@ -100,6 +104,8 @@ async def test_an_order_moves_from_payment_to_delivery_and_the_api_shows_its_lif
     payment = PaymentConfirmed(order_id=order, correlation_id=order, amount=Decimal("9.90"),
                                currency="CNY")
     await produce(status.conn, PAYMENTS_EVENTS, [(order, encode(payment))])
+    # (topics are not ordered across each other: a notice sent now could overtake the payment)
+    assert (await statuses(status, order, "PAID"))[-1] == "PAID"
     scanned = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
     for event_type, extra in [
         ("Packed", {}),
@@ -228,3 +234,50 @@ async def _metrics(system) -> str:
     url = f"http://127.0.0.1:{system.port('status')}/metrics"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         return await resp.text()
+
+
+def push(number: str, stages: list[tuple[str, str]], salt: str = SALT) -> bytes:
+    """A Kuaidi100 push for SF parcel ``number`` with (stage, state code) scans a minute apart."""
+    base = datetime.now(UTC).replace(microsecond=0)
+    scans = [Scan(carrier="SF", tracking_number=number, stage=Stage(stage),
+                  scanned_at=base + timedelta(minutes=i), description=f"{stage} 扫描",
+                  location="杭州", provider_state=code)
+             for i, (stage, code) in enumerate(stages)]
+    return urlencode(push_form(build_result("SF", number, scans), salt)).encode()
+
+
+async def test_a_kuaidi100_push_moves_the_order_and_is_answered_the_providers_way(status):
+    sku, order, number = unique("SKU"), unique("ord"), f"SF{uuid.uuid4().int % 10**12:012d}"
+    await given_stock(status.conn, sku, 3)
+    await produce(status.conn, ORDERS_SUBMITTED, [(order, encode(submitted(order, sku,
+                                                                            paid=True)))])
+    await statuses(status, order, "PAID")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = push(number, [("PICKED_UP", "1"), ("IN_TRANSIT", "0")])
+    code, answer = await post(status, f"/v1/fulfilment/kuaidi100?order_id={order}", body, form)
+    assert (code, answer) == (200, {"result": True, "returnCode": "200", "message": "成功"})
+    assert (await statuses(status, order, "IN_TRANSIT"))[-2:] == ["PICKED_UP", "IN_TRANSIT"]
+
+    async def tracked():
+        _, view = await get(status, f"/v1/orders/{order}")
+        return view if view.get("tracking_number") == number else None
+
+    view = await eventually(tracked)
+    assert {e["via"] for e in view["carrier_events"]} == {"callback"}
+
+    # the same order, another parcel's push: refused, whoever replays it
+    other = push("SF000000000001", [("DELIVERED", "3")])
+    code, answer = await post(status, f"/v1/fulfilment/kuaidi100?order_id={order}", other, form)
+    assert (code, answer["returnCode"]) == (409, "409"), answer
+    # no order named and no order with that parcel
+    code, answer = await post(status, "/v1/fulfilment/kuaidi100", other, form)
+    assert code == 404 and "unknown_parcel" in answer["message"]
+    # no order named: found by its tracking number
+    later = push(number, [("PICKED_UP", "1"), ("IN_TRANSIT", "0"), ("DELIVERED", "3")])
+    code, _ = await post(status, "/v1/fulfilment/kuaidi100", later, form)
+    assert code == 200
+    assert (await statuses(status, order, "DELIVERED"))[-1] == "DELIVERED"
+    # signed with another salt
+    code, answer = await post(status, "/v1/fulfilment/kuaidi100",
+                              push(number, [("DELIVERED", "3")], salt="wrong"), form)
+    assert code == 401 and "bad_signature" in answer["message"]
