@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 from types import FrameType
 
 from services import kafka_cluster, stack
-from services.supervisor import SERVICES, Supervisor, SupervisorError
+from services.stack import free_port
+from services.supervisor import SERVICES, Child, Supervisor, SupervisorError
 from shared.kafka_admin import ensure_topics
 from shared.settings import ConnectionSettings
 
@@ -128,6 +130,47 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+#: secrets of the demo's simulated outside world (never used anywhere real)
+DEMO_WMS_SECRET = "demo-wms-secret"
+_DEMO_KUAIDI100 = {"customer": "demo-customer", "key": "demo-key", "salt": "demo-salt"}
+_HELPER_NOTES = {
+    "carriers": "Kuaidi100 simulator (POST /sim/shipments)",
+    "robot": "operator robot simulator",
+    "mailbox": "(SMTP) alert e-mail is printed to its log",
+}
+
+
+def _simulators(log_dir: Path) -> tuple[list[Child], dict[str, str]]:
+    """The outside world the status service talks to, simulated for the demo: a carrier
+    tracking API (Kuaidi100 style), an operator robot and a mailbox. Settings that are
+    already in the environment win: point them at real systems to leave these unused."""
+    carrier, robot, mailbox = free_port(), free_port(), free_port()
+    py = sys.executable
+    helpers = [
+        Child("carriers", "carriers", carrier, log_dir / "carriers.log", ready_path="/sim/stats",
+              argv=[py, "-m", "services.status.carrier_sim", "--port", str(carrier),
+                    *(f"--{k}={v}" for k, v in _DEMO_KUAIDI100.items())]),
+        Child("robot", "robot", robot, log_dir / "robot.log", ready_path=None,
+              argv=[py, "-m", "services.status.robot_sim", "--port", str(robot),
+                    "--key", "demo-robot"]),
+        Child("mailbox", "mailbox", mailbox, log_dir / "mailbox.log", ready_path=None,
+              argv=[py, "-m", "aiosmtpd", "-n", "-u", "-l", f"127.0.0.1:{mailbox}"]),
+    ]
+    env = {
+        "ORDERSTREAM_STATUS_KUAIDI100_URL": f"http://127.0.0.1:{carrier}",
+        "ORDERSTREAM_STATUS_KUAIDI100_CUSTOMER": _DEMO_KUAIDI100["customer"],
+        "ORDERSTREAM_STATUS_KUAIDI100_KEY": _DEMO_KUAIDI100["key"],
+        "ORDERSTREAM_STATUS_KUAIDI100_SALT": _DEMO_KUAIDI100["salt"],
+        "ORDERSTREAM_STATUS_FULFILMENT_SECRETS": json.dumps({"wms": DEMO_WMS_SECRET}),
+        "ORDERSTREAM_STATUS_NOTICE_WEBHOOK":
+            f"http://127.0.0.1:{robot}/cgi-bin/webhook/send?key=demo-robot",
+        "ORDERSTREAM_STATUS_NOTICE_EMAIL_TO": json.dumps(["ops@localhost"]),
+        "ORDERSTREAM_STATUS_SMTP_HOST": "127.0.0.1",
+        "ORDERSTREAM_STATUS_SMTP_PORT": str(mailbox),
+    }
+    return helpers, {k: v for k, v in env.items() if k not in os.environ}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the stack (unless external), create topics, run the services until Ctrl-C."""
     started = time.monotonic()
@@ -142,8 +185,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     conn = ConnectionSettings(kafka_bootstrap_servers=info.kafka_bootstrap_servers,
                               database_url=info.database_url)
     asyncio.run(ensure_topics(conn))
-    supervisor = Supervisor(env, log_dir=info.state_dir.parent / "logs",
-                            services=tuple(args.services))
+    log_dir = info.state_dir.parent / "logs"
+    helpers: list[Child] = []
+    if "status" in args.services and not args.no_simulators:
+        helpers, sim_env = _simulators(log_dir)
+        env.update(sim_env)
+    supervisor = Supervisor(env, log_dir=log_dir, services=tuple(args.services),
+                            helpers=helpers)
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     code = 0
@@ -154,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  kafka     {info.kafka_bootstrap_servers}")
         print(f"  postgres  {info.database_url}")
         for child in supervisor.children:
-            print(f"  {child.name:<10}{child.url}/metrics  log {child.log_path}")
+            what = (f"{child.url}/metrics" if child.argv is None
+                    else f"{child.url}  {_HELPER_NOTES[child.name]}")
+            print(f"  {child.name:<10}{what}  log {child.log_path}")
         print("Ctrl-C stops everything.", flush=True)
         while not (dead := supervisor.dead()):
             time.sleep(0.5)
@@ -187,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     ports(p)
     p.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     p.add_argument("--keep-stack", action="store_true", help="leave broker and database running")
+    p.add_argument("--no-simulators", action="store_true",
+                   help="do not start the simulated carrier API, operator robot and mailbox")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stack", help="the embedded broker and PostgreSQL")

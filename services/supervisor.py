@@ -47,6 +47,10 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
+    #: a helper process (a simulator): its command line, and the path that answers 200 once
+    #: it is up (None: running is enough)
+    argv: list[str] | None = None
+    ready_path: str | None = "/health"
 
     @property
     def url(self) -> str:
@@ -63,16 +67,18 @@ class Supervisor:
     def __init__(self, env: dict[str, str], log_dir: Path,
                  services: tuple[str, ...] = SERVICES,
                  ports: dict[str, int] | None = None,
-                 workers: dict[str, list[int]] | None = None) -> None:
+                 workers: dict[str, list[int]] | None = None,
+                 helpers: list[Child] | None = None) -> None:
         """``ports`` gives a service's HTTP port; ``workers`` adds more workers of a
-        service (same consumer group: they share its partitions), one port each."""
+        service (same consumer group: they share its partitions), one port each;
+        ``helpers`` are started first and stopped last (simulators the services call)."""
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         ports = ports or {}
-        self.children = [
+        self.children = [*(helpers or ()), *(
             Child(name, name, ports.get(name) or configured_port(name), log_dir / f"{name}.log")
             for name in services
-        ]
+        )]
         for service, extra_ports in (workers or {}).items():
             for n, port in enumerate(extra_ports, start=2):
                 name = f"{service}-{n}"
@@ -88,7 +94,7 @@ class Supervisor:
             child.log_file = child.log_path.open("wb")
         env = {**self.env, f"ORDERSTREAM_{child.service.upper()}_HTTP_PORT": str(child.port)}
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{child.service}"],
+            child.argv or [sys.executable, "-m", f"services.{child.service}"],
             env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -119,7 +125,8 @@ class Supervisor:
         while pending:
             if dead := self.dead():
                 raise SupervisorError(self.died_message(dead))
-            pending = [c for c in pending if not _healthy(c.url)]
+            pending = [c for c in pending
+                       if c.ready_path is not None and not _healthy(c.url + c.ready_path)]
             if not pending:
                 break
             if time.monotonic() - started > timeout:
@@ -129,7 +136,16 @@ class Supervisor:
         return time.monotonic() - started
 
     def stop(self, grace: float = 20.0) -> None:
-        running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        # Services first (they may still call a helper while shutting down), then helpers.
+        self._stop([c for c in self.children if c.argv is None], grace)
+        self._stop([c for c in self.children if c.argv is not None], grace)
+        for child in self.children:
+            if child.log_file is not None:
+                child.log_file.close()
+                child.log_file = None
+
+    def _stop(self, children: list[Child], grace: float) -> None:
+        running = [c for c in children if c.proc is not None and c.proc.poll() is None]
         for child in running:
             child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -141,10 +157,6 @@ class Supervisor:
                             child.name)
                 os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
-        for child in self.children:
-            if child.log_file is not None:
-                child.log_file.close()
-                child.log_file = None
 
     def died_message(self, dead: list[Child]) -> str:
         parts = []
@@ -157,7 +169,7 @@ class Supervisor:
 
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
