@@ -148,35 +148,29 @@ class Runtime:
 
     # --- producing ------------------------------------------------------------------------
 
+    def _channel(self, topic: str) -> faust.TopicT:
+        out = self._out.get(topic)
+        if out is None:
+            out = self._out[topic] = self.topic(topic)
+        return out
+
     async def send(self, topic: str, key: str | None, event: Event) -> None:
         """Queue ``event`` on catalogue topic ``topic``; Faust flushes before committing."""
-        out = self._out.get(topic)
-        if out is None:
-            out = self._out[topic] = self.topic(topic)
-        await out.send(key=key.encode() if key is not None else None, value=codec.encode(event))
-        self.metrics.events_out.labels(topic, event.event_type).inc()
-
-    async def publish(self, topic: str, key: str | None, event: Event) -> None:
-        """Send ``event`` now, outside any stream event, and return once the broker
-        acknowledged it (for timers and web handlers, whose effects no commit covers)."""
-        out = self._out.get(topic)
-        if out is None:
-            out = self._out[topic] = self.topic(topic)
-        delivery = await out.send(key=key.encode() if key is not None else None,
-                                  value=codec.encode(event), force=True)
-        await asyncio.shield(delivery)  # a cancelled wait must not cancel the delivery
+        await self._channel(topic).send(key=key.encode() if key is not None else None,
+                                        value=codec.encode(event))
         self.metrics.events_out.labels(topic, event.event_type).inc()
 
     async def publish_many(self, topic: str, items: list[tuple[str | None, Event]]) -> None:
-        """:meth:`publish` for many: all queued in order first, then every ack awaited."""
-        out = self._out.get(topic)
-        if out is None:
-            out = self._out[topic] = self.topic(topic)
+        """Send events now, outside any stream event, and return once the broker
+        acknowledged every one (for timers and web handlers, whose effects no offset commit
+        covers). All are queued in order first, then the acks are awaited together."""
+        out = self._channel(topic)
         deliveries = [
             await out.send(key=key.encode() if key is not None else None,
                            value=codec.encode(event), force=True)
             for key, event in items
         ]
+        # Shielded: a cancelled wait must not cancel the deliveries Faust watches.
         await asyncio.shield(asyncio.gather(*deliveries))
         for _, event in items:
             self.metrics.events_out.labels(topic, event.event_type).inc()

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import random
-import signal
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
@@ -57,6 +56,7 @@ from services.status.carriers.model import (
     carrier_code,
     normalize_state,
 )
+from services.status.simserve import serve
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)
@@ -529,16 +529,7 @@ async def _serve(args: argparse.Namespace) -> None:
               if getattr(args, name) is not None}
     sim = CarrierSimulator(customer=args.customer, key=args.key, salt=args.salt,
                            callback_url=args.callback_url, seed=args.seed, **faults)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    url = await sim.start(args.host, args.port)
-    print(url, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve(sim, args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,12 +28,13 @@ import asyncio
 import json
 import logging
 import random
-import signal
 import time
 from collections import Counter, deque
 from typing import Any
 
 from aiohttp import web
+
+from services.status.simserve import serve
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +174,9 @@ async def _serve(args: argparse.Namespace) -> None:
         key=args.key, rate_per_minute=args.rate, seed=args.seed,
         error_rate=args.error_rate, timeout_rate=args.timeout_rate,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    url = await sim.start(args.host, args.port)
-    print(url, flush=True)
     try:
-        await stop.wait()
+        await serve(sim, args.host, args.port)
     finally:
-        await sim.stop()
         print(json.dumps(dict(sim.stats), sort_keys=True), flush=True)
 
 
