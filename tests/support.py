@@ -71,6 +71,22 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
         await asyncio.sleep(0.2)
 
 
+async def settled(read: Callable[[], Any], ok: Callable[[Any], bool], *,
+                  timeout: float = 30.0) -> Any:
+    """``await read()`` until ``ok(result)``, and return the result; at the deadline return
+    the last result anyway, for the test's own assertions to say what is off.
+
+    For PostgreSQL effects that trail the topic a test just read: a service sends its
+    answers and writes its rows concurrently (inventory) or one after the other, and commits
+    the input's offset only after both, so a row can appear a moment after its answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await read()
+        if ok(result) or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
 async def given_stock(conn: ConnectionSettings, sku: str, quantity: int) -> None:
     """Restock ``sku`` and wait until inventory publishes it on stock.levels.
 

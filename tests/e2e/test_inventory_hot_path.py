@@ -10,7 +10,7 @@ import uuid
 
 import asyncpg
 import pytest
-from support import collect, given_stock, produce, running_system
+from support import collect, given_stock, produce, running_system, settled
 
 from shared.codec import encode
 from shared.db import quote_ident
@@ -120,9 +120,9 @@ async def test_a_restarted_worker_restores_its_books_and_replays_change_nothing(
 
     con = await asyncpg.connect(conn.database_url)
     try:
-        rows = await con.fetch(
+        rows = await settled(lambda: con.fetch(
             f"SELECT kind, order_id FROM {quote_ident(conn.schema('inventory'))}.ledger"
-            " WHERE sku = $1 ORDER BY kind, order_id", sku)
+            " WHERE sku = $1 ORDER BY kind, order_id", sku), lambda r: len(r) >= 3)
     finally:
         await con.close()
     assert [(r["kind"], r["order_id"]) for r in rows] == [
