@@ -184,6 +184,7 @@ class CarrierSimulator:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._queue: asyncio.Queue[_Push] = asyncio.Queue()
+        self._in_flight = 0  # pushes a worker is delivering right now
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -358,9 +359,11 @@ class CarrierSimulator:
     async def _push_worker(self) -> None:
         while True:
             push = await self._queue.get()
+            self._in_flight += 1
             try:
                 await self._deliver(push)
             finally:
+                self._in_flight -= 1
                 self._queue.task_done()
 
     async def _deliver(self, push: _Push) -> None:
@@ -387,8 +390,9 @@ class CarrierSimulator:
 
     @property
     def pending_pushes(self) -> int:
-        """Pushes queued or scheduled (retries, delays) but not yet done."""
-        return self._queue.qsize() + sum(isinstance(d.what, _Push) for d in self._heap)
+        """Pushes queued, in flight or scheduled (retries, delays): not yet done."""
+        return (self._queue.qsize() + self._in_flight
+                + sum(isinstance(d.what, _Push) for d in self._heap))
 
     # --- provider API --------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from support import collect, running_system
+from support import collect, running_system, settled
 
 from shared.codec import encode
 from shared.db import quote_ident
@@ -90,11 +90,11 @@ async def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(invento
     def latest(seen: list[dict]) -> dict[str, dict]:
         return {s["sku"]: s for s in seen}  # the latest per SKU: the table's state
 
-    def settled(seen: list[dict]) -> bool:
+    def levels_settled(seen: list[dict]) -> bool:
         last = latest(seen)
         return all(sku in last and last[sku]["reserved"] == per_sku[sku] for sku in skus)
 
-    levels = latest(await collect(conn, STOCK_LEVELS, settled, timeout=120))
+    levels = latest(await collect(conn, STOCK_LEVELS, levels_settled, timeout=120))
 
     inventory = quote_ident(conn.schema("inventory"))
     con = await asyncpg.connect(conn.database_url)

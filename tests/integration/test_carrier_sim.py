@@ -376,9 +376,11 @@ async def test_the_same_seed_drops_the_same_pushes(make_sim: SimFactory,
         sim = await make_sim(callback_url=receiver.url, seed=seed, drop_callbacks=0.5)
         await control(sim, "POST", "/sim/shipments",
                       [shipment(f"JD{n}", 0.02, 0.04, carrier="JD") for n in range(10)])
-        await eventually(lambda: sim.stats.scans_due == 20 and sim.pending_pushes == 0
-                         and len(receiver.pushes) == sim.stats.callbacks_sent,
-                         what="pushes settled")
+        # Every scan fell due and no push is in flight or waiting for a retry: the receiver
+        # has all it will get (it records a push before answering it). CI under load once
+        # missed a 10 s deadline on a count comparison here; the set below is what matters.
+        await eventually(lambda: sim.stats.scans_due == 20 and sim.pending_pushes == 0,
+                         timeout=30, what="pushes settled")
         everything = {(f"JD{n}", k) for n in range(10) for k in (1, 2)}
         return everything - receiver.seen()
 
