@@ -22,7 +22,10 @@ api.register(runtime, settings, metrics)
 
 async def track(record: Record) -> None:
     event = record.value
-    before = domain.load_state(orders.get(event.order_id))
+    saved = orders.get(event.order_id)
+    if saved is not None and event.event_id in saved.get("seen", ()):
+        return  # a duplicate (decide() would say so too): skip loading the whole order
+    before = domain.load_state(saved)
     decision = domain.decide(before, event)
     state = decision.state
     if state is before:

@@ -37,7 +37,7 @@ from services.status.carriers import CallbackRejected, parse_push
 from services.status.carriers.kuaidi100 import PUSH_ACK
 from services.status.metrics import StatusMetrics
 from services.status.settings import StatusSettings
-from services.status.tracking import notice_event, scan_event
+from services.status.tracking import news, notice_event, scan_event
 from shared import signing
 from shared.codec import InvalidRecord
 from shared.events import Channel, FulfilmentEvent, OrderStatus
@@ -133,22 +133,28 @@ class FulfilmentWebhook:
             raise Refused(status, exc.reason, str(exc)) from exc
         pool = await self.runtime.db.pool()
         order_id = request.query.get("order_id")
+        last_scan = None
         if order_id:
             # The signature covers the body, not the URL: a push must not be replayed onto
             # another order. An order that ships another parcel refuses it.
             known = await store.parcel_of(pool, order_id)
-            if known is not None and known[1] is not None and known != (carrier, number):
+            if known is not None and known.tracking_number is not None and (
+                known.carrier, known.tracking_number) != (carrier, number):
                 raise Refused(409, "parcel_mismatch",
-                              f"order {order_id[:64]} ships {known[0]} {known[1]}, not "
-                              f"{carrier} {number}")
-        else:
-            order_id = await store.order_for_parcel(pool, carrier, number)
+                              f"order {order_id[:64]} ships {known.carrier} "
+                              f"{known.tracking_number}, not {carrier} {number}")
+            if known is not None and known.tracking_number == number:
+                last_scan = known.last_scan_at
+        elif (found := await store.order_for_parcel(pool, carrier, number)) is not None:
+            order_id, last_scan = found
         if not order_id:
             raise Refused(404, "unknown_parcel",
                           f"no order has {carrier} parcel {number}, and the callback URL "
                           "names none (?order_id=)")
         now = utc_now()
-        return [scan_event(s, order_id, f"carrier:{KUAIDI100}", now) for s in scans]
+        # A push carries every scan so far: pass on what the order does not have yet.
+        return [scan_event(s, order_id, f"carrier:{KUAIDI100}", now)
+                for s in news(scans, last_scan)]
 
     async def _publish(self, events: list[FulfilmentEvent]) -> None:
         try:

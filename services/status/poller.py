@@ -31,7 +31,7 @@ from services.status.carriers import (
 )
 from services.status.metrics import StatusMetrics
 from services.status.settings import StatusSettings
-from services.status.tracking import scan_event
+from services.status.tracking import news, scan_event
 from shared.runtime import Runtime, is_transient
 from shared.timeutil import utc_now
 from shared.topics import FULFILMENT_EVENTS
@@ -148,11 +148,12 @@ class Poller:
                 self.metrics.poll_seconds.labels(carrier).observe(time.perf_counter() - started)
         self.throttled.pop(carrier, None)
         now = utc_now()
-        if scans:
-            events = [scan_event(s, parcel.order_id, SOURCE, now) for s in scans]
+        fresh = news(scans, parcel.last_scan_at)
+        if fresh:
+            events = [scan_event(s, parcel.order_id, SOURCE, now) for s in fresh]
             await self.runtime.publish_many(
                 FULFILMENT_EVENTS, [(parcel.order_id, e) for e in events])
-        self.metrics.polls.labels(carrier, "scans" if scans else "no_scans").inc()
+        self.metrics.polls.labels(carrier, "scans" if fresh else "no_scans").inc()
         return parcel.order_id, now + self.settings.poll_interval, None
 
     def _failed(self, parcel: store.DueParcel, bucket: TokenBucket, exc: CarrierError

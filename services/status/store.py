@@ -118,6 +118,7 @@ class DueParcel:
     carrier: str
     tracking_number: str
     attempts: int
+    last_scan_at: datetime | None  # the newest scan the order has (as far as rows know)
 
 
 async def claim_due_polls(pool: asyncpg.Pool, limit: int, lease: timedelta
@@ -129,10 +130,12 @@ async def claim_due_polls(pool: asyncpg.Pool, limit: int, lease: timedelta
         "   ORDER BY next_poll_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
         " UPDATE orders o SET next_poll_at = now() + $2::interval FROM due"
         " WHERE o.order_id = due.order_id"
-        " RETURNING o.order_id, o.carrier, o.tracking_number, o.poll_attempts",
+        " RETURNING o.order_id, o.carrier, o.tracking_number, o.poll_attempts,"
+        " o.last_scan_at",
         limit, lease,
     )
-    return [DueParcel(r["order_id"], r["carrier"], r["tracking_number"], r["poll_attempts"])
+    return [DueParcel(r["order_id"], r["carrier"], r["tracking_number"], r["poll_attempts"],
+                      r["last_scan_at"])
             for r in rows if r["carrier"] and r["tracking_number"]]
 
 
@@ -150,18 +153,30 @@ async def polled(pool: asyncpg.Pool, results: Sequence[tuple[str, datetime, str 
     )
 
 
-async def parcel_of(pool: asyncpg.Pool, order_id: str) -> tuple[str | None, str | None] | None:
-    """(carrier, tracking number) the order is known to ship with; None for no such order."""
+@dataclass(frozen=True)
+class Parcel:
+    carrier: str | None
+    tracking_number: str | None
+    last_scan_at: datetime | None
+
+
+async def parcel_of(pool: asyncpg.Pool, order_id: str) -> Parcel | None:
+    """The parcel the order is known to ship with, and its newest scan; None: no such order."""
     row = await pool.fetchrow(
-        "SELECT carrier, tracking_number FROM orders WHERE order_id = $1", order_id)
-    return None if row is None else (row["carrier"], row["tracking_number"])
+        "SELECT carrier, tracking_number, last_scan_at FROM orders WHERE order_id = $1",
+        order_id)
+    return None if row is None else Parcel(row["carrier"], row["tracking_number"],
+                                           row["last_scan_at"])
 
 
 async def order_for_parcel(pool: asyncpg.Pool, carrier: str, tracking_number: str
-                           ) -> str | None:
-    return await pool.fetchval(
-        "SELECT order_id FROM orders WHERE tracking_number = $1 AND carrier = $2"
+                           ) -> tuple[str, datetime | None] | None:
+    """(order id, its newest scan) of the order shipping this parcel, if any."""
+    row = await pool.fetchrow(
+        "SELECT order_id, last_scan_at FROM orders WHERE tracking_number = $1 AND carrier = $2"
         " ORDER BY status_since DESC LIMIT 1", tracking_number, carrier)
+    return None if row is None else (row["order_id"], row["last_scan_at"])
+
 
 
 # --- stale orders --------------------------------------------------------------------------

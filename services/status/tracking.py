@@ -48,6 +48,17 @@ def scan_id(scan: Scan) -> str:
                      scan.scanned_at.isoformat())
 
 
+def news(scans: list[Scan], known: datetime | None) -> list[Scan]:
+    """The scans at least as new as ``known`` (the order's newest scan): a provider answers
+    with every scan so far, and the order has the older ones already. The same second is
+    kept, since providers give whole seconds. Re-sending the rest would only be duplicates
+    for the order's agent to drop, and on a busy worker they pile up."""
+    if known is None:
+        return scans
+    floor = known.replace(microsecond=0)
+    return [s for s in scans if s.scanned_at >= floor]
+
+
 def scan_event(scan: Scan, order_id: str, source: str, received_at: datetime
                ) -> FulfilmentEvent:
     """A carrier scan as the fulfilment event for ``order_id``."""

@@ -16,7 +16,7 @@ from services.status.carriers import Scan, Stage
 from services.status.poller import TokenBucket
 from services.status.settings import StatusSettings
 from services.status.stale import stale_alert
-from services.status.tracking import notice_event, scan_event, scan_id
+from services.status.tracking import news, notice_event, scan_event, scan_id
 from shared.codec import InvalidRecord
 from shared.events import Delivered, DeliveryException, OrderStatus, PickedUp
 
@@ -143,3 +143,16 @@ async def test_a_paused_bucket_waits_out_the_pause() -> None:
     started = time.monotonic()
     await asyncio.wait_for(bucket.take(), 5)
     assert time.monotonic() - started >= 0.18
+
+
+# --- what of a provider's answer is news -------------------------------------------------------
+
+
+def test_news_is_what_is_at_least_as_new_as_the_orders_newest_scan() -> None:
+    scans = [scan(Stage.PICKED_UP, NOW), scan(Stage.IN_TRANSIT, NOW + timedelta(hours=1)),
+             scan(Stage.DELIVERED, NOW + timedelta(hours=2))]
+    assert news(scans, None) == scans
+    assert news(scans, NOW + timedelta(hours=1)) == scans[1:]
+    # the provider's whole seconds: a scan in the same second as the known one is kept
+    assert news(scans, NOW + timedelta(hours=1, microseconds=500_000)) == scans[1:]
+    assert news(scans, NOW + timedelta(hours=3)) == []
