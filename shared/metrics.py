@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class StreamMetrics:
-    """Events in, out and failed per topic, retries, and per-record processing latency."""
+    """Events in, out and failed per topic, retries, processing latency, batch sizes."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events_in = Counter(
@@ -34,3 +35,10 @@ class StreamMetrics:
             "Time from taking a record to finishing its effects, by topic",
             ["topic"], registry=registry, buckets=LATENCY_BUCKETS,
         )
+        self.batch_records = Histogram(
+            "orderstream_batch_records", "Records decided per batch of the consume loop",
+            registry=registry, buckets=BATCH_BUCKETS)
+        self.batch_seconds = Histogram(
+            "orderstream_batch_seconds",
+            "Time from taking a batch to committing it (decide, write, send, save)",
+            registry=registry, buckets=LATENCY_BUCKETS)

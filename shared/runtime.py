@@ -1,81 +1,28 @@
-"""Faust wiring every service shares: the app, raw topics, the decode-handle-DLQ loop, pages."""
+"""Faust wiring every service shares: the app, its connections, acknowledged sends, pages."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import asyncpg
 import faust
-from aiokafka.errors import KafkaError
-from faust.exceptions import PartitionsMismatch
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import ValidationError
 
 from shared import codec, transport
 from shared.db import Database
-from shared.events import Event, RejectedMessage, derive_id
+from shared.events import Event, RejectedMessage
 from shared.kafka_admin import ensure_topics
 from shared.metrics import StreamMetrics
 from shared.migrations import migrate
+from shared.policy import Record, RecordPolicy
 from shared.settings import ConnectionSettings, ServiceSettings
-from shared.topics import ORDERS_DLQ, TOPICS
+from shared.topics import TOPICS
 
 log = logging.getLogger(__name__)
-
-#: Failures that say "the world is not ready", not "this record is bad": retried in place,
-#: so the partition waits instead of losing or dead-lettering a good record.
-TRANSIENT = (OSError, TimeoutError, KafkaError, asyncpg.InterfaceError,
-             PartitionsMismatch)
-#: PostgreSQL error classes (SQLSTATE's first two characters) that are about the server or
-#: the schema, not the record: connection (08), rollback (40), missing objects or privileges
-#: after a bad deploy (42), resources (53), operator intervention (57), system (58).
-TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "42", "53", "57", "58"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresError):
-        return (exc.sqlstate or "")[:2] in TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(exc, TRANSIENT)
-RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One consumed record: catalogue topic name, decoded event (or raw bytes), position."""
-
-    topic: str
-    key: str | None
-    value: Any
-    headers: dict[str, str]
-    partition: int
-    offset: int
-    raw: bytes | None
-    timestamp: float | None = None  # the record's Kafka timestamp, epoch seconds
-
-
-Handler = Callable[[Record], Awaitable[None]]
-
-
-def text(value: bytes | str | None) -> str | None:
-    """A record key or header value as text (invalid UTF-8 replaced, never raised)."""
-    if value is None or isinstance(value, str):
-        return value
-    return value.decode("utf-8", errors="replace")
-
-
-def headers_of(message: Any) -> dict[str, str]:
-    """A consumed message's headers (Faust's dict or aiokafka's pairs) as text."""
-    items = message.headers.items() if isinstance(message.headers, dict) else message.headers
-    return {k: text(v) or "" for k, v in (items or ())}
-
 
 class Runtime:
     """One service's Faust app with its connections, metrics and dead-letter helper."""
@@ -87,6 +34,7 @@ class Runtime:
         self.conn = ConnectionSettings()
         self.registry = CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
+        self.policy = RecordPolicy(service, self.metrics, self.conn.topic)
         self.app = transport.App(
             self.conn.topic(f"orderstream-{service}"),
             broker=[f"kafka://{server}" for server in self.conn.bootstrap_list],
@@ -113,7 +61,6 @@ class Runtime:
             self.conn.database_url, self.conn.schema(service), max_size=settings.db_pool_max
         )
         self._out: dict[str, faust.TopicT] = {}
-        self._by_full_name = {self.conn.topic(name): name for name in TOPICS}
         self._install_pages()
         self.app.on_before_shutdown.connect(self._on_shutdown)
         self._assigned = False
@@ -125,7 +72,7 @@ class Runtime:
         self.idempotent = False
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
-    # --- topics, tables -----------------------------------------------------------------
+    # --- topics -------------------------------------------------------------------------
 
     def topic(self, *names: str) -> faust.TopicT:
         """A channel over catalogue topics delivering raw bytes (decoded by :meth:`consume`)."""
@@ -138,14 +85,6 @@ class Runtime:
             value_serializer="raw",
         )
 
-    def table(self, name: str) -> faust.TableT:
-        """A changelog-backed table of JSON values, co-partitioned with the topics feeding it."""
-        return self.app.Table(
-            name,
-            partitions=self.conn.topic_partitions,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        )
-
     # --- producing ------------------------------------------------------------------------
 
     def _channel(self, topic: str) -> faust.TopicT:
@@ -153,12 +92,6 @@ class Runtime:
         if out is None:
             out = self._out[topic] = self.topic(topic)
         return out
-
-    async def send(self, topic: str, key: str | None, event: Event) -> None:
-        """Queue ``event`` on catalogue topic ``topic``; Faust flushes before committing."""
-        await self._channel(topic).send(key=key.encode() if key is not None else None,
-                                        value=codec.encode(event))
-        self.metrics.events_out.labels(topic, event.event_type).inc()
 
     async def publish_many(self, topic: str, items: list[tuple[str | None, Event]]) -> None:
         """Send events now, outside any stream event, and return once the broker
@@ -177,95 +110,8 @@ class Runtime:
 
     def rejection(self, record: Record, reason: str, error: str,
                   field_errors: tuple[dict[str, Any], ...] = ()) -> RejectedMessage:
-        """The dead letter for ``record`` (its id derived from the record's position, so a
-        redelivered bad record gives the same letter), counted and logged."""
-        rejected = RejectedMessage(
-            event_id=derive_id("dlq", record.topic, record.partition, record.offset),
-            service=self.service,
-            reason=reason,
-            error=error[:2000],
-            field_errors=field_errors[:50],
-            source_topic=self.conn.topic(record.topic),
-            source_partition=record.partition,
-            source_offset=record.offset,
-            original_key=base64.b64encode(record.key.encode()).decode() if record.key else None,
-            original_value=base64.b64encode(record.raw or b"").decode(),
-            original_headers=record.headers,
-        )
-        self.metrics.events_failed.labels(record.topic, reason).inc()
-        log.warning(
-            "event=dead_lettered service=%s topic=%s partition=%s offset=%s reason=%s error=%s",
-            self.service, record.topic, record.partition, record.offset, reason, error[:300],
-        )
-        return rejected
-
-    async def dead_letter(self, record: Record, reason: str, error: str,
-                          field_errors: tuple[dict[str, Any], ...] = ()) -> None:
-        await self.send(ORDERS_DLQ, record.key, self.rejection(record, reason, error,
-                                                                field_errors))
-
-    # --- consuming ------------------------------------------------------------------------
-
-    async def consume(self, stream: faust.StreamT, handle: Handler) -> None:
-        """Decode each record, call ``handle``, dead-letter what is invalid, retry what is
-        transient; never lets one record stop the stream."""
-        async for event in stream.events():
-            message = event.message
-            topic = self._by_full_name.get(message.topic, message.topic)
-            record = Record(
-                topic=topic,
-                key=text(message.key),
-                value=message.value,
-                headers=headers_of(message),
-                partition=message.partition,
-                offset=message.offset,
-                raw=message.value,
-                timestamp=message.timestamp,
-            )
-            started = time.perf_counter()
-            await self._process(record, handle)
-            self.metrics.processing_seconds.labels(topic).observe(time.perf_counter() - started)
-
-    async def _process(self, record: Record, handle: Handler) -> None:
-        try:
-            record = self._decoded(record)
-        except codec.InvalidRecord as exc:
-            await self.dead_letter(record, exc.reason, exc.error, exc.field_errors)
-            return
-        attempt = 0
-        while True:
-            try:
-                await handle(record)
-                return
-            except codec.InvalidRecord as exc:
-                await self.dead_letter(record, exc.reason, exc.error, exc.field_errors)
-                return
-            except ValidationError as exc:
-                await self.dead_letter(record, "invalid_event", str(exc), codec.field_errors(exc))
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    # A bug or an input nothing above recognised: keep it, keep going.
-                    log.exception("event=processing_failed topic=%s offset=%s",
-                                  record.topic, record.offset)
-                    await self.dead_letter(record, "processing_failed",
-                                           f"{type(exc).__name__}: {exc}")
-                    return
-                delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-                attempt += 1
-                self.metrics.retries.labels(record.topic).inc()
-                log.warning("event=transient_failure topic=%s offset=%s attempt=%d retry_in=%.1fs "
-                            "error=%r", record.topic, record.offset, attempt, delay, exc)
-                await asyncio.sleep(delay)
-
-    def _decoded(self, record: Record) -> Record:
-        """The record with its value decoded to the topic's event model (raw topics: bytes)."""
-        if not TOPICS[record.topic].typed:
-            self.metrics.events_in.labels(record.topic, "raw").inc()
-            return record
-        event = codec.decode(record.topic, record.raw)
-        self.metrics.events_in.labels(record.topic, event.event_type).inc()
-        return replace(record, value=event)
+        """The dead letter for ``record`` (see :class:`~shared.policy.RecordPolicy`)."""
+        return self.policy.rejection(record, reason, error, field_errors)
 
     # --- HTTP pages ---------------------------------------------------------------------
 

@@ -89,3 +89,9 @@ class ServiceSettings(BaseSettings):
         default="memory://", pattern="^(memory|rocksdb)://$", description="Faust table store"
     )
     db_pool_max: int = Field(default=5, ge=1)
+    batch_max: int = Field(
+        default=2000, ge=1, le=50_000,
+        description="Most records the consume loop decides and writes as one batch")
+    state_cache_max: int = Field(
+        default=100_000, ge=1,
+        description="Most state values (orders, dedupe entries) the loop keeps in memory")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 
@@ -45,34 +47,49 @@ async def ensure_month(con: asyncpg.Connection, instant: datetime) -> None:
     _months.add((year, month))
 
 
-async def save_order(pool: asyncpg.Pool, order: OrderSubmitted, payment: PaymentState) -> bool:
-    """Insert the order and its lines once (idempotent); False if it was already stored."""
+async def save_orders(pool: asyncpg.Pool,
+                      orders: Sequence[tuple[OrderSubmitted, PaymentState]],
+                      payments: Mapping[str, PaymentState]) -> int:
+    """Insert a batch's new orders and their lines once (idempotent: an order stored before
+    is left as it is), then set the payment state of ``payments``' orders, all in one
+    transaction; returns how many orders were new. The month partitions come first, in
+    their own transaction, so a batch rolled back never leaves one half-known."""
     async with pool.acquire() as con:
-        await ensure_month(con, order.placed_at)
+        for month in {month_of(order.placed_at) for order, _ in orders}:
+            await ensure_month(con, datetime(*month, 1, tzinfo=UTC))
         async with con.transaction():
-            inserted = await con.fetchval(
-                "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, currency,"
-                " total, payment, placed_at, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                order.order_id, order.channel.value, order.channel_order_id,
-                order.customer.customer_id, order.currency, order.total, payment.value,
-                order.placed_at, order.event_id,
-            )
-            if inserted:
-                await con.executemany(
+            inserted: set[str] = set()
+            if orders:
+                rows = await con.fetch(
+                    "INSERT INTO orders (order_id, channel, channel_order_id, customer_id,"
+                    " currency, total, payment, placed_at, event_id)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                    " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING order_id",
+                    *_columns([(o.order_id, o.channel.value, o.channel_order_id,
+                                o.customer.customer_id, o.currency, o.total, payment.value,
+                                o.placed_at, o.event_id) for o, payment in orders], 9))
+                inserted = {r["order_id"] for r in rows}
+            lines = [(o.order_id, o.placed_at, ln.line, ln.sku, ln.quantity, ln.unit_price)
+                     for o, _ in orders if o.order_id in inserted for ln in o.lines]
+            if lines:
+                await con.execute(
                     "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
-                    " unit_price) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-                    [(order.order_id, order.placed_at, ln.line, ln.sku, ln.quantity,
-                      ln.unit_price) for ln in order.lines],
-                )
-    return bool(inserted)
+                    " unit_price) SELECT * FROM unnest($1::text[], $2::timestamptz[],"
+                    " $3::int[], $4::text[], $5::int[], $6::numeric[]) ON CONFLICT DO NOTHING",
+                    *_columns(lines, 6))
+            if payments:
+                await con.execute(
+                    "UPDATE orders SET payment = u.payment, updated_at = now()"
+                    " FROM unnest($1::text[], $2::text[]) AS u(order_id, payment)"
+                    " WHERE orders.order_id = u.order_id",
+                    list(payments), [p.value for p in payments.values()])
+    return len(inserted)
 
 
-async def set_payment(pool: asyncpg.Pool, order_id: str, payment: PaymentState) -> None:
-    async with pool.acquire() as con:
-        await con.execute(
-            "UPDATE orders SET payment = $2, updated_at = now() WHERE order_id = $1",
-            order_id, payment.value)
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as column arrays, for ``unnest``: one statement for a whole batch."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 async def orders_on_business_day(pool: asyncpg.Pool, day: date, zone: str) -> list[asyncpg.Record]:

@@ -20,9 +20,6 @@ class InventorySettings(ServiceSettings):
     expiry_scan_seconds: float = Field(
         default=30, gt=0, description="How often due unpaid holds are looked for")
 
-    batch_max: int = Field(
-        default=2000, ge=1, le=50_000,
-        description="Most stock commands decided and written as one batch")
     reconcile_at: str = Field(
         default="02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
         description="Nightly reconciliation time (HH:MM, in reconcile_zone)")

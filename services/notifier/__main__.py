@@ -1,6 +1,6 @@
 """Run the notifier worker: python -m services.notifier."""
 
-from services.notifier.agents import runtime
+from services.notifier.app import runtime
 
 if __name__ == "__main__":
     runtime.main()

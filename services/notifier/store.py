@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from services.notifier.domain import InAppMessage
 
 
-async def deliver_in_app(pool: asyncpg.Pool, msg: InAppMessage) -> bool:
-    """Put the message in the customer's inbox once; False if it was already there."""
-    async with pool.acquire() as con:
-        inserted = await con.fetchval(
-            "INSERT INTO inbox (message_id, order_id, customer_id, status, title, body)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING true",
-            msg.message_id, msg.order_id, msg.customer_id, msg.status.value, msg.title,
-            msg.body,
-        )
-    return bool(inserted)
+async def deliver_in_app(pool: asyncpg.Pool, messages: Sequence[InAppMessage]) -> int:
+    """Put each message in its customer's inbox once, in one statement; returns how many
+    were new (a replayed message is already there)."""
+    if not messages:
+        return 0
+    rows = await pool.fetch(
+        "INSERT INTO inbox (message_id, order_id, customer_id, status, title, body)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[]) ON CONFLICT DO NOTHING RETURNING message_id",
+        [m.message_id for m in messages], [m.order_id for m in messages],
+        [m.customer_id for m in messages], [m.status.value for m in messages],
+        [m.title for m in messages], [m.body for m in messages])
+    return len(rows)

@@ -1,88 +1,98 @@
-"""Status-tracking's stream adapter and background tasks: load the order, decide, emit,
-record, save; poll quiet parcels; raise stale-order alerts. The rules live in domain.py."""
+"""Status-tracking's stream handler: load the order, decide, emit, record, save. The rules
+live in domain.py; the batching in shared/batchloop.py; the wiring in app.py."""
 
 from __future__ import annotations
 
-import logging
+import json
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime, timedelta
 
-from services.status import api, domain, store
-from services.status.app import app, metrics, order_inputs, orders, runtime, settings
-from services.status.poller import Poller
-from services.status.stale import StaleMonitor
-from shared.runtime import Record
-from shared.timeutil import utc_now
+import asyncpg
+
+from services.status import domain, store
+from services.status.metrics import StatusMetrics
+from shared.batchloop import Effects
+from shared.events import OrderStatus
+from shared.policy import Record
 from shared.topics import INVENTORY_COMMANDS, ORDERS_STATUS
 
-log = logging.getLogger(__name__)
-
-poller = Poller(runtime, settings, metrics)
-monitor = StaleMonitor(runtime, settings, metrics)
-api.register(runtime, settings, metrics)
+State = domain.OrderState | domain.Waiting
 
 
-async def track(record: Record) -> None:
-    event = record.value
-    saved = orders.get(event.order_id)
-    if saved is not None and event.event_id in saved.get("seen", ()):
-        return  # a duplicate (decide() would say so too): skip loading the whole order
-    before = domain.load_state(saved)
-    decision = domain.decide(before, event)
-    state = decision.state
-    if state is before:
-        return  # a duplicate: nothing to do, nothing to write
-    for command in decision.commands:
-        await runtime.send(INVENTORY_COMMANDS, command.sku, command)
-    for change in decision.changes:
-        await runtime.send(ORDERS_STATUS, change.order_id, change)
-    schedule = None
-    if isinstance(state, domain.OrderState):
-        schedule = store.Schedule(domain.next_poll(state, settings.poll_interval),
-                                  domain.deadline(state, settings.stale_after))
-    await store.record(await runtime.db.pool(), state, schedule, decision.changes,
-                       decision.notes, decision.scans,
-                       created=isinstance(state, domain.OrderState)
-                       and not isinstance(before, domain.OrderState))
-    _observe(before, decision)
-    if state is not None:
-        orders[event.order_id] = state.model_dump(mode="json")  # last: replays re-decide
+def encode_state(state: State) -> str:
+    return state.model_dump_json()
 
 
-def _observe(before: domain.OrderState | domain.Waiting | None,
-             decision: domain.Decision) -> None:
-    now = utc_now()
-    since = before.status_since if isinstance(before, domain.OrderState) else None
-    for change in decision.changes:
-        frm = change.from_status.value if change.from_status else "none"
-        metrics.transitions.labels(frm, change.to_status.value).inc()
-        if since is not None and change.from_status is not None:
-            metrics.time_in_status.labels(change.from_status.value).observe(
-                max(0.0, (change.at - since).total_seconds()))
-        since = change.at
-    for note in decision.notes:
-        metrics.notes.labels(note.reported).inc()
-    vias = {}
-    for scan in decision.scans:
-        via = store.via_of(scan.source)
-        vias[scan.event_id] = via
-        metrics.carrier_updates.labels(scan.carrier or "none", via).inc()
-    for change in decision.changes:
-        via = vias.get(change.cause_event_id)
-        if via is not None and via != "wms":
-            metrics.scan_lag.labels(via).observe(max(0.0, (now - change.at).total_seconds()))
+def decode_state(raw: str) -> State:
+    state = domain.load_state(json.loads(raw))
+    assert state is not None
+    return state
 
 
-@app.agent(order_inputs, concurrency=1)
-async def track_orders(stream):
-    await runtime.consume(stream, track)
+class TrackHandler:
+    """Every input about an order (all four topics are keyed by order_id) → the order's new
+    state, inventory commands, status changes and history rows; the order table
+    (order_id → :class:`domain.OrderState`, or :class:`domain.Waiting` for news about an
+    order not submitted yet) is its state."""
 
+    def __init__(self, poll_interval: timedelta, stale_after: Mapping[OrderStatus, timedelta],
+                 metrics: StatusMetrics, clock: Callable[[], datetime]) -> None:
+        self.poll_interval = poll_interval
+        self.stale_after = stale_after
+        self.metrics = metrics
+        self.clock = clock
 
-@app.task
-async def poll_quiet_parcels() -> None:
-    """Runs for the worker's life: asks carriers about parcels with no news for a while.
-    Every worker runs one; the database hands each parcel to one of them at a time."""
-    await poller.run()
+    def state_key(self, record: Record) -> str | None:
+        return record.value.order_id
 
+    def handle(self, record: Record, table: MutableMapping[str, State],
+               effects: Effects) -> None:
+        event = record.value
+        before = table.get(event.order_id)
+        if isinstance(before, domain.OrderState) and event.event_id in before.seen:
+            return  # a duplicate (decide() would say so too): skip the whole decision
+        decision = domain.decide(before, event)
+        state = decision.state
+        if state is before:
+            return  # a duplicate: nothing to do, nothing to write
+        for command in decision.commands:
+            effects.emit(INVENTORY_COMMANDS, command.sku, command)
+        for change in decision.changes:
+            effects.emit(ORDERS_STATUS, change.order_id, change)
+        schedule = None
+        if isinstance(state, domain.OrderState):
+            schedule = store.Schedule(domain.next_poll(state, self.poll_interval),
+                                      domain.deadline(state, self.stale_after))
+        effects.write(store.Written(
+            state, schedule, decision.changes, decision.notes, decision.scans,
+            created=isinstance(state, domain.OrderState)
+            and not isinstance(before, domain.OrderState)))
+        self._observe(before, decision)
+        if state is not None:
+            table[event.order_id] = state  # last: a redelivery before the save re-decides
 
-@app.timer(interval=settings.stale_check_seconds)
-async def raise_stale_alerts() -> None:
-    await monitor.tick()
+    async def write(self, pool: asyncpg.Pool, rows: list[store.Written]) -> None:
+        await store.record_all(pool, rows)
+
+    def _observe(self, before: State | None, decision: domain.Decision) -> None:
+        metrics = self.metrics
+        now = self.clock()
+        since = before.status_since if isinstance(before, domain.OrderState) else None
+        for change in decision.changes:
+            frm = change.from_status.value if change.from_status else "none"
+            metrics.transitions.labels(frm, change.to_status.value).inc()
+            if since is not None and change.from_status is not None:
+                metrics.time_in_status.labels(change.from_status.value).observe(
+                    max(0.0, (change.at - since).total_seconds()))
+            since = change.at
+        for note in decision.notes:
+            metrics.notes.labels(note.reported).inc()
+        vias = {}
+        for scan in decision.scans:
+            via = store.via_of(scan.source)
+            vias[scan.event_id] = via
+            metrics.carrier_updates.labels(scan.carrier or "none", via).inc()
+        for change in decision.changes:
+            via = vias.get(change.cause_event_id)
+            if via is not None and via != "wms":
+                metrics.scan_lag.labels(via).observe(max(0.0, (now - change.at).total_seconds()))

@@ -32,7 +32,8 @@ from services.status.carriers import (
 from services.status.metrics import StatusMetrics
 from services.status.settings import StatusSettings
 from services.status.tracking import news, scan_event
-from shared.runtime import Runtime, is_transient
+from shared.policy import is_transient
+from shared.runtime import Runtime
 from shared.timeutil import utc_now
 from shared.topics import FULFILMENT_EVENTS
 

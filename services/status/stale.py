@@ -22,7 +22,8 @@ from services.status.metrics import StatusMetrics
 from services.status.notices import MailSender, OperatorNotices, StaleNotice, WeComRobot
 from services.status.settings import StatusSettings
 from shared.events import Alert, OrderStatus, Severity, derive_id
-from shared.runtime import Runtime, is_transient
+from shared.policy import is_transient
+from shared.runtime import Runtime
 from shared.timeutil import utc_now
 from shared.topics import OPS_ALERTS
 

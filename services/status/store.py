@@ -31,19 +31,37 @@ def via_of(source: str) -> str:
     return "callback"
 
 
-async def record(
-    pool: asyncpg.Pool,
-    state: OrderState | Waiting | None,
-    schedule: Schedule | None,
-    changes: Sequence[OrderStatusChanged],
-    notes: Sequence[HistoryNote],
-    scans: Sequence[FulfilmentEvent],
-    *,
-    created: bool = False,
-) -> None:
-    """Write one decision: history, carrier events and the current row, in one transaction.
-    Replays write nothing twice (ids), and an older version never overwrites a newer row.
-    ``created``: the order was submitted by this decision (news waiting for it is taken)."""
+@dataclass(frozen=True)
+class Written:
+    """What one decision writes: the order's new state (and when to look at it next), its
+    status changes, history notes and carrier events. ``created``: the order was submitted
+    by this decision (news waiting for it is taken)."""
+
+    state: OrderState | Waiting | None
+    schedule: Schedule | None
+    changes: Sequence[OrderStatusChanged] = ()
+    notes: Sequence[HistoryNote] = ()
+    scans: Sequence[FulfilmentEvent] = ()
+    created: bool = False
+
+
+async def record_all(pool: asyncpg.Pool, decisions: Sequence[Written]) -> None:
+    """Write a batch of decisions in one transaction, one statement per table: history,
+    carrier events, the current rows. Replays write nothing twice (ids), and an older
+    version never overwrites a newer row; of several decisions about one order only the
+    last state is written."""
+    changes = [c for d in decisions for c in d.changes]
+    notes = [n for d in decisions for n in d.notes]
+    scans = [s for d in decisions for s in d.scans]
+    last: dict[str, Written] = {}
+    created: set[str] = set()
+    for d in decisions:
+        if d.state is not None:
+            last[d.state.order_id] = d
+            if d.created:
+                created.add(d.state.order_id)
+    current = [(d.state, d.schedule) for d in last.values() if isinstance(d.state, OrderState)]
+    waiting = [d.state for d in last.values() if isinstance(d.state, Waiting)]
     async with pool.acquire() as con, con.transaction():
         if changes:
             await con.executemany(
@@ -70,21 +88,21 @@ async def record(
                   s.tracking_number, s.location, getattr(s, "detail", "") or "", s.scanned_at,
                   s.occurred_at) for s in scans],
             )
-        if isinstance(state, OrderState):
-            assert schedule is not None
-            await _upsert_current(con, state, schedule)
-            if created:
-                await con.execute("DELETE FROM waiting_orders WHERE order_id = $1",
-                                  state.order_id)
-        elif isinstance(state, Waiting):
-            await con.execute(
+        if current:
+            await _upsert_current(con, current)
+        if created:
+            await con.execute("DELETE FROM waiting_orders WHERE order_id = ANY($1::text[])",
+                              list(created))
+        if waiting:
+            await con.executemany(
                 "INSERT INTO waiting_orders (order_id, since, events) VALUES ($1,$2,$3)"
                 " ON CONFLICT (order_id) DO UPDATE SET events = excluded.events",
-                state.order_id, state.since, len(state.events))
+                [(w.order_id, w.since, len(w.events)) for w in waiting])
 
 
-async def _upsert_current(con: asyncpg.Connection, s: OrderState, when: Schedule) -> None:
-    await con.execute(
+async def _upsert_current(con: asyncpg.Connection,
+                          rows: Sequence[tuple[OrderState, Schedule | None]]) -> None:
+    await con.executemany(
         "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, status,"
         " status_since, version, paid, placed_at, carrier, tracking_number, last_scan_at,"
         " last_news_at, next_poll_at, deadline_at)"
@@ -103,9 +121,10 @@ async def _upsert_current(con: asyncpg.Connection, s: OrderState, when: Schedule
         "   THEN 0 ELSE orders.alerts END,"
         " updated_at = now()"
         " WHERE orders.version < excluded.version",
-        s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
-        s.status_since, s.version, s.paid, s.placed_at, s.carrier, s.tracking_number,
-        s.last_scan_at, s.last_news_at, when.next_poll_at, when.deadline_at,
+        [(s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
+          s.status_since, s.version, s.paid, s.placed_at, s.carrier, s.tracking_number,
+          s.last_scan_at, s.last_news_at, when.next_poll_at if when else None,
+          when.deadline_at if when else None) for s, when in rows],
     )
 
 

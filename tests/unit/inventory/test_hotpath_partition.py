@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.inventory.hotpath import murmur2
+from shared.sender import murmur2
 
 
 @given(st.binary(max_size=200))
