@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest
 
-.PHONY: install run test test-kafka test-unit test-integration test-e2e lint docs bench bench-hot stack-up stack-down kafka-up kafka-down clean
+.PHONY: install run test test-kafka test-unit test-integration test-e2e lint docs bench bench-hot bench-flow stack-up stack-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
@@ -43,12 +43,17 @@ test-e2e: install
 lint: install
 	$(BIN)/ruff check services shared tests bench
 
-bench: bench-hot  ## every benchmark (the hot-SKU one so far)
+bench: bench-hot bench-flow  ## every benchmark
 
 # N reservations for one hot SKU: ours vs the naive Faust agent vs the PostgreSQL row lock.
 # Options: make bench-hot BENCH_ARGS="--orders 10000 --repeat 5 --budget 120"
 bench-hot: install
 	$(BIN)/python -m bench.hot_sku $(BENCH_ARGS)
+
+# The whole order flow through the four services (burst + paced) vs a logic-free relay.
+# Options: make bench-flow BENCH_ARGS="--orders 20000 --rate 1000 --seconds 20 --workers 2"
+bench-flow: install
+	$(BIN)/python -m bench.flow $(BENCH_ARGS)
 
 docs: install  ## regenerate docs/schemas and docs/asyncapi.json from the event models
 	$(BIN)/orderstream docs --out docs
