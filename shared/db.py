@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 log = logging.getLogger(__name__)
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as column arrays, for ``INSERT ... SELECT FROM unnest($1::t[], ...)``: one
+    statement for a whole batch, where ``executemany`` runs the statement once per row."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def quote_ident(name: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
 
 import asyncpg
 
 from services.ingestion.channels.base import PaymentState
+from shared.db import columns
 from shared.events import OrderSubmitted
 from shared.timeutil import business_day_bounds
 
@@ -66,7 +66,7 @@ async def save_orders(pool: asyncpg.Pool,
                     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
                     " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
                     " ON CONFLICT DO NOTHING RETURNING order_id",
-                    *_columns([(o.order_id, o.channel.value, o.channel_order_id,
+                    *columns([(o.order_id, o.channel.value, o.channel_order_id,
                                 o.customer.customer_id, o.currency, o.total, payment.value,
                                 o.placed_at, o.event_id) for o, payment in orders], 9))
                 inserted = {r["order_id"] for r in rows}
@@ -77,7 +77,7 @@ async def save_orders(pool: asyncpg.Pool,
                     "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
                     " unit_price) SELECT * FROM unnest($1::text[], $2::timestamptz[],"
                     " $3::int[], $4::text[], $5::int[], $6::numeric[]) ON CONFLICT DO NOTHING",
-                    *_columns(lines, 6))
+                    *columns(lines, 6))
             if payments:
                 await con.execute(
                     "UPDATE orders SET payment = u.payment, updated_at = now()"
@@ -85,11 +85,6 @@ async def save_orders(pool: asyncpg.Pool,
                     " WHERE orders.order_id = u.order_id",
                     list(payments), [p.value for p in payments.values()])
     return len(inserted)
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as column arrays, for ``unnest``: one statement for a whole batch."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 async def orders_on_business_day(pool: asyncpg.Pool, day: date, zone: str) -> list[asyncpg.Record]:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.status.domain import HistoryNote, OrderState, Waiting
+from shared.db import columns
 from shared.events import FulfilmentEvent, OrderStatusChanged
 
 
@@ -46,13 +47,21 @@ class Written:
 
 
 async def record_all(pool: asyncpg.Pool, decisions: Sequence[Written]) -> None:
-    """Write a batch of decisions in one transaction, one statement per table: history,
-    carrier events, the current rows. Replays write nothing twice (ids), and an older
-    version never overwrites a newer row; of several decisions about one order only the
-    last state is written."""
-    changes = [c for d in decisions for c in d.changes]
-    notes = [n for d in decisions for n in d.notes]
-    scans = [s for d in decisions for s in d.scans]
+    """Write a batch of decisions in one transaction, one statement per table: history
+    (changes and notes, in the order they were decided: ``seq`` follows it), carrier
+    events, the current rows. Replays write nothing twice (ids), and an older version never
+    overwrites a newer row; of several decisions about one order only the last state is
+    written."""
+    history: list[tuple[Any, ...]] = []
+    for d in decisions:
+        history.extend((c.event_id, c.order_id, c.from_status, c.to_status, c.at,
+                        c.cause_event_id, c.detail, True, c.to_status, c.tracking_number)
+                       for c in d.changes)
+        history.extend((n.event_id, n.order_id, n.status, n.status, n.at, n.cause_event_id,
+                        n.detail, False, n.reported, None) for n in d.notes)
+    scans = [(s.event_id, s.order_id, s.event_type, s.source, via_of(s.source), s.carrier,
+              s.tracking_number, s.location, getattr(s, "detail", "") or "", s.scanned_at,
+              s.occurred_at) for d in decisions for s in d.scans]
     last: dict[str, Written] = {}
     created: set[str] = set()
     for d in decisions:
@@ -63,50 +72,48 @@ async def record_all(pool: asyncpg.Pool, decisions: Sequence[Written]) -> None:
     current = [(d.state, d.schedule) for d in last.values() if isinstance(d.state, OrderState)]
     waiting = [d.state for d in last.values() if isinstance(d.state, Waiting)]
     async with pool.acquire() as con, con.transaction():
-        if changes:
-            await con.executemany(
+        if history:
+            await con.execute(
                 "INSERT INTO status_history (event_id, order_id, from_status, to_status, at,"
                 " cause_event_id, detail, applied, reported, tracking_number)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,true,$4,$8) ON CONFLICT (event_id) DO NOTHING",
-                [(c.event_id, c.order_id, c.from_status, c.to_status, c.at, c.cause_event_id,
-                  c.detail, c.tracking_number) for c in changes],
-            )
-        if notes:
-            await con.executemany(
-                "INSERT INTO status_history (event_id, order_id, from_status, to_status, at,"
-                " cause_event_id, detail, applied, reported)"
-                " VALUES ($1,$2,$3,$3,$4,$5,$6,false,$7) ON CONFLICT (event_id) DO NOTHING",
-                [(n.event_id, n.order_id, n.status, n.at, n.cause_event_id, n.detail,
-                  n.reported) for n in notes],
-            )
+                " SELECT e, o, f, t, a, c, d, ap, r, tn FROM unnest($1::text[], $2::text[],"
+                " $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],"
+                " $8::boolean[], $9::text[], $10::text[])"
+                " WITH ORDINALITY AS u(e, o, f, t, a, c, d, ap, r, tn, n)"
+                " ORDER BY n ON CONFLICT (event_id) DO NOTHING",
+                *columns(history, 10))
         if scans:
-            await con.executemany(
+            await con.execute(
                 "INSERT INTO carrier_events (event_id, order_id, event_type, source, via,"
                 " carrier, tracking_number, location, detail, scanned_at, received_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (event_id) DO NOTHING",
-                [(s.event_id, s.order_id, s.event_type, s.source, via_of(s.source), s.carrier,
-                  s.tracking_number, s.location, getattr(s, "detail", "") or "", s.scanned_at,
-                  s.occurred_at) for s in scans],
-            )
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],"
+                " $10::timestamptz[], $11::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
+                *columns(scans, 11))
         if current:
             await _upsert_current(con, current)
         if created:
             await con.execute("DELETE FROM waiting_orders WHERE order_id = ANY($1::text[])",
                               list(created))
         if waiting:
-            await con.executemany(
-                "INSERT INTO waiting_orders (order_id, since, events) VALUES ($1,$2,$3)"
+            await con.execute(
+                "INSERT INTO waiting_orders (order_id, since, events)"
+                " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[])"
                 " ON CONFLICT (order_id) DO UPDATE SET events = excluded.events",
-                [(w.order_id, w.since, len(w.events)) for w in waiting])
+                [w.order_id for w in waiting], [w.since for w in waiting],
+                [len(w.events) for w in waiting])
 
 
 async def _upsert_current(con: asyncpg.Connection,
                           rows: Sequence[tuple[OrderState, Schedule | None]]) -> None:
-    await con.executemany(
+    await con.execute(
         "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, status,"
         " status_since, version, paid, placed_at, carrier, tracking_number, last_scan_at,"
         " last_news_at, next_poll_at, deadline_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::timestamptz[], $7::int[], $8::boolean[], $9::timestamptz[], $10::text[],"
+        " $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],"
+        " $15::timestamptz[])"
         " ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
         " status_since = excluded.status_since, version = excluded.version,"
         " paid = excluded.paid, carrier = excluded.carrier,"
@@ -121,10 +128,11 @@ async def _upsert_current(con: asyncpg.Connection,
         "   THEN 0 ELSE orders.alerts END,"
         " updated_at = now()"
         " WHERE orders.version < excluded.version",
-        [(s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
-          s.status_since, s.version, s.paid, s.placed_at, s.carrier, s.tracking_number,
-          s.last_scan_at, s.last_news_at, when.next_poll_at if when else None,
-          when.deadline_at if when else None) for s, when in rows],
+        *columns([(s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
+                   s.status_since, s.version, s.paid, s.placed_at, s.carrier,
+                   s.tracking_number, s.last_scan_at, s.last_news_at,
+                   when.next_poll_at if when else None, when.deadline_at if when else None)
+                  for s, when in rows], 15),
     )
 
 
