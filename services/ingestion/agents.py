@@ -15,6 +15,7 @@ from services.ingestion import domain, store
 from services.ingestion.metrics import IngestionMetrics
 from shared.batchloop import Effects
 from shared.codec import InvalidRecord
+from shared.metrics import children
 from shared.policy import Record
 from shared.topics import ORDERS_SUBMITTED, PAYMENTS_EVENTS
 
@@ -30,6 +31,10 @@ class IngestHandler:
         self.zones = zones
         self.metrics = metrics
         self.clock = clock
+        self._received = children(metrics.received)
+        self._rejected = children(metrics.rejected)
+        self._age = children(metrics.order_age)
+        self._outcomes = children(metrics.outcomes)
 
     def state_key(self, record: Record) -> str | None:
         # The dedupe table is co-partitioned with orders.raw only under this key; a record
@@ -41,30 +46,30 @@ class IngestHandler:
         channel = record.headers.get("channel") or "unknown"
         try:
             channel = domain.channel_of(record.headers, record.key)
-            self.metrics.received.labels(channel).inc()
+            self._received(channel).inc()
             order = domain.read(channel, record.raw, zone=self.zones.get(channel, "UTC"))
             key = domain.dedupe_key(channel, order.channel_order_id)
             if record.key != key:
                 raise InvalidRecord("wrong_key",
                                     f"orders.raw key must be {key!r}, got {record.key!r}")
         except InvalidRecord as exc:
-            self.metrics.rejected.labels(channel, exc.reason).inc()
+            self._rejected(channel, exc.reason).inc()
             raise
         except ValidationError:
-            self.metrics.rejected.labels(channel, "invalid_event").inc()
+            self._rejected(channel, "invalid_event").inc()
             raise
         decision = domain.decide(table.get(key), order)
         if decision.submitted is not None:
             effects.write(("order", decision.submitted, order.payment))
             effects.emit(ORDERS_SUBMITTED, decision.submitted.order_id, decision.submitted)
-            self.metrics.order_age.labels(channel).observe(
+            self._age(channel).observe(
                 (self.clock() - order.placed_at).total_seconds())
         for payment in decision.payments:
             effects.write(("payment", payment.order_id, order.payment))
             effects.emit(PAYMENTS_EVENTS, payment.order_id, payment)
         if decision.seen is not None:
             table[key] = decision.seen  # last: a redelivery before the save re-decides
-        self.metrics.outcomes.labels(channel, decision.outcome).inc()
+        self._outcomes(channel, decision.outcome).inc()
         if record.timestamp:
             self.metrics.lag.observe(max(0.0, time.time() - record.timestamp))
         if decision.outcome != "accepted":

@@ -13,6 +13,7 @@ from services.status import domain, store
 from services.status.metrics import StatusMetrics
 from shared.batchloop import Effects
 from shared.events import OrderStatus
+from shared.metrics import children
 from shared.policy import Record
 from shared.topics import INVENTORY_COMMANDS, ORDERS_STATUS
 
@@ -39,8 +40,12 @@ class TrackHandler:
                  metrics: StatusMetrics, clock: Callable[[], datetime]) -> None:
         self.poll_interval = poll_interval
         self.stale_after = stale_after
-        self.metrics = metrics
         self.clock = clock
+        self._transitions = children(metrics.transitions)
+        self._time_in = children(metrics.time_in_status)
+        self._notes = children(metrics.notes)
+        self._updates = children(metrics.carrier_updates)
+        self._scan_lag = children(metrics.scan_lag)
 
     def state_key(self, record: Record) -> str | None:
         return record.value.order_id
@@ -75,24 +80,25 @@ class TrackHandler:
         await store.record_all(pool, rows)
 
     def _observe(self, before: State | None, decision: domain.Decision) -> None:
-        metrics = self.metrics
-        now = self.clock()
         since = before.status_since if isinstance(before, domain.OrderState) else None
         for change in decision.changes:
             frm = change.from_status.value if change.from_status else "none"
-            metrics.transitions.labels(frm, change.to_status.value).inc()
+            self._transitions(frm, change.to_status.value).inc()
             if since is not None and change.from_status is not None:
-                metrics.time_in_status.labels(change.from_status.value).observe(
+                self._time_in(change.from_status.value).observe(
                     max(0.0, (change.at - since).total_seconds()))
             since = change.at
         for note in decision.notes:
-            metrics.notes.labels(note.reported).inc()
+            self._notes(note.reported).inc()
+        if not decision.scans:
+            return
+        now = self.clock()
         vias = {}
         for scan in decision.scans:
             via = store.via_of(scan.source)
             vias[scan.event_id] = via
-            metrics.carrier_updates.labels(scan.carrier or "none", via).inc()
+            self._updates(scan.carrier or "none", via).inc()
         for change in decision.changes:
             via = vias.get(change.cause_event_id)
             if via is not None and via != "wms":
-                metrics.scan_lag.labels(via).observe(max(0.0, (now - change.at).total_seconds()))
+                self._scan_lag(via).observe(max(0.0, (now - change.at).total_seconds()))
