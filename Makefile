@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest
 
-.PHONY: install run test test-kafka test-unit test-integration test-e2e lint docs bench bench-hot bench-flow stack-up stack-down kafka-up kafka-down clean
+.PHONY: install run test test-kafka test-unit test-integration test-e2e lint docs bench bench-hot bench-flow bench-profile stack-up stack-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
@@ -54,6 +54,10 @@ bench-hot: install
 # Options: make bench-flow BENCH_ARGS="--orders 20000 --rate 1000 --seconds 20 --workers 2"
 bench-flow: install
 	$(BIN)/python -m bench.flow $(BENCH_ARGS)
+
+# The flow (ours only) with py-spy on every service: bench/results/flow_profile.md.
+bench-profile: install
+	$(BIN)/python -m bench.profile -- $(BENCH_ARGS)
 
 docs: install  ## regenerate docs/schemas and docs/asyncapi.json from the event models
 	$(BIN)/orderstream docs --out docs
