@@ -1,4 +1,4 @@
-"""Benchmark: N reservations for ONE hot SKU through three contenders, in one run.
+"""Benchmark: N reservations for ONE hot SKU through four contenders, in one run.
 
 What is measured, per run: the same N ``ReserveStock`` commands (quantity 1, distinct order
 ids, key = the SKU, so all on one partition) are produced in one burst while the contender
@@ -15,10 +15,12 @@ bounded by how fast one partition's writer goes. The issue's target is >= 4x the
 row-lock design and >= 5x the naive Faust agent (``FINDINGS.md``, "Baselines for one hot
 SKU").
 
-Contenders: ``ours`` (``python -m services.inventory``), ``naive`` (``bench/naive_agent.py``)
-and ``postgres`` (``bench/pg_rowlock.py``), each with its own topic prefix and a fresh
-consumer group. Each runs ``--repeat`` times, interleaved (the order rotates per round);
-medians are reported with the spread, because these machines are small and noisy.
+Contenders: ``ours`` (``python -m services.inventory``), ``naive`` (``bench/naive_agent.py``),
+``postgres`` (``bench/pg_rowlock.py``) and ``quix`` (``bench/quix_reserve.py``, Quix Streams;
+only on a real Kafka broker, ``KAFKA_BOOTSTRAP_SERVERS``: skipped on the embedded one), each
+with its own topic prefix and a fresh consumer group. Each runs ``--repeat`` times,
+interleaved (the order rotates per round); medians are reported with the spread, because
+these machines are small and noisy.
 
 Run from the repository root: ``python -m bench.hot_sku [--orders N] [--repeat R]``.
 """
@@ -37,6 +39,7 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 from bench.common import (
@@ -55,7 +58,12 @@ from services.supervisor import Supervisor
 from shared.kafka_admin import ensure_topics
 from shared.settings import ConnectionSettings
 
-CONTENDERS = ("ours", "naive", "postgres")
+CONTENDERS = ("ours", "naive", "postgres", "quix")
+MODULES = {"naive": "bench.naive_agent", "postgres": "bench.pg_rowlock",
+           "quix": "bench.quix_reserve"}
+#: Contenders that need a real Kafka broker: (why not on the embedded one)
+NEEDS_KAFKA = {"quix": "Quix Streams does not start on the embedded Tansu broker; set "
+                       "KAFKA_BOOTSTRAP_SERVERS to an Apache Kafka broker to run it"}
 SKU = "SKU-HOT-1"
 STORE_SKU, STORE_SALES = "SKU-STORE-1", 20
 RESULTS = Path(__file__).resolve().parent / "results" / "hot_sku.json"
@@ -145,8 +153,7 @@ async def run_one(name: str, rnd: int, base: ConnectionSettings, work: Path,
     if name == "ours":
         proc = _Ours(env, logs, args.profile)
     else:
-        module = {"naive": "bench.naive_agent", "postgres": "bench.pg_rowlock"}[name]
-        proc = Proc(name, ["-m", module], env, logs / f"{name}.log")
+        proc = Proc(name, ["-m", MODULES[name]], env, logs / f"{name}.log")
     try:
         if isinstance(proc, _Ours):
             await proc.ready()
@@ -238,14 +245,24 @@ def report(runs: list[Run], summary: dict, args: argparse.Namespace) -> None:
         print(f"  store sale -> stock.levels (ours, {STORE_SALES} sales per run): p50 "
               f"{statistics.median(r.store_sale_p50_ms for r in sales):,.0f} ms, max "
               f"{max(r.store_sale_max_ms for r in sales):,.0f} ms   (target < 1000 ms)")
-    for other, target in (("postgres", 4), ("naive", 5)):
+    for other, target in (("postgres", 4), ("naive", 5), ("quix", None)):
+        if target is None and other not in summary:
+            continue
         value = ratio(summary, "ours", other)
         shown = f"{value:.2f}x" if value is not None else "n/a"
-        print(f"  ratio ours/{other:<8} {shown:>7}   (target >= {target}x)")
+        goal = f"   (target >= {target}x)" if target is not None else ""
+        print(f"  ratio ours/{other:<8} {shown:>7}{goal}")
+    for name, why in args.skipped.items():
+        print(f"  {name}: skipped ({why})")
 
 
 async def bench(args: argparse.Namespace, conn: ConnectionSettings, work: Path) -> int:
     names = tuple(args.only.split(",")) if args.only else CONTENDERS
+    args.skipped = {} if args.external_kafka else {
+        name: why for name, why in NEEDS_KAFKA.items() if name in names}
+    for name, why in args.skipped.items():
+        print(f"skipping {name}: {why}", flush=True)
+    names = tuple(name for name in names if name not in args.skipped)
     runs = []
     for rnd in range(1, args.repeat + 1):
         for name in names[rnd - 1 :] + names[: rnd - 1]:  # rotate the order every round
@@ -263,6 +280,12 @@ async def bench(args: argparse.Namespace, conn: ConnectionSettings, work: Path) 
            "machine": await machine(conn, args.external_kafka), "source": source_commit(),
            "hot_sku.ratio_vs_postgres": ratio(summary, "ours", "postgres"),
            "hot_sku.ratio_vs_naive": ratio(summary, "ours", "naive")}
+    if "quix" in names:
+        doc["hot_sku.ratio_vs_quix"] = ratio(summary, "ours", "quix")
+        doc["machine"]["quixstreams"] = metadata.version("quixstreams")
+        doc["machine"]["confluent_kafka"] = metadata.version("confluent-kafka")
+    if args.skipped:
+        doc["skipped"] = args.skipped
     for name, s in summary.items():
         doc |= {f"hot_sku.{name}.{k}": None if v is None else round(v, 1) for k, v in s.items()}
     sales = [r for r in runs if r.contender == "ours" and r.store_sale_p50_ms is not None]
