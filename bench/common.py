@@ -9,7 +9,6 @@ read with ``json.loads`` rather than the pydantic models.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import math
 import os
@@ -36,14 +35,6 @@ from shared.topics import INVENTORY_COMMANDS, INVENTORY_EVENTS, STOCK_ADJUSTMENT
 #: when data arrives, so this bounds what the harness adds to every measured latency.
 HARNESS_FETCH_WAIT_MS = 10
 ANSWER_TYPES = frozenset({"StockReserved", "StockRejected"})
-
-
-def tune_gc() -> None:
-    """The garbage-collector settings the inventory hot path runs with
-    (``services/inventory/hotpath.py``), given to every contender so that no ratio comes
-    from tuning only ours."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 class ContenderFailed(RuntimeError):

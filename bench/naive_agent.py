@@ -22,8 +22,8 @@ from pathlib import Path
 
 import faust
 
-from bench.common import tune_gc
 from shared import codec, transport
+from shared.clients import tune_gc
 from shared.events import (
     ReserveStock,
     StockAdjusted,

@@ -40,8 +40,8 @@ from datetime import timedelta
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import tune_gc
 from shared import codec
+from shared.clients import tune_gc
 from shared.db import quote_ident
 from shared.events import (
     ReserveStock,

@@ -40,7 +40,7 @@ from typing import Any
 
 from quixstreams import Application, State
 
-from bench.common import tune_gc
+from shared.clients import tune_gc
 from shared.events import (
     ReserveStock,
     StockAdjusted,

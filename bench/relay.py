@@ -38,11 +38,10 @@ import signal
 import sys
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from bench.common import tune_gc
+from shared.clients import consumer_for, producer_for, tune_gc
 from shared.settings import ConnectionSettings
 from shared.topics import (
     INVENTORY_COMMANDS,
@@ -110,20 +109,12 @@ class Relay:
 
     async def run(self, name: str, ready_dir: Path | None) -> None:
         conn = self.conn
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=conn.bootstrap_list, acks="all", linger_ms=5,
-            enable_idempotence=os.environ.get("BENCH_RELAY_IDEMPOTENCE") == "1",
-            max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
+        # The services' own client settings (shared/clients.py), so that the ratio compares
+        # logic, not configuration.
+        self.producer = producer_for(
+            conn, idempotent=os.environ.get("BENCH_RELAY_IDEMPOTENCE") == "1")
         await self.producer.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=conn.bootstrap_list, group_id=conn.topic(f"relay-{self.role}"),
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=int(conn.kafka_session_timeout * 1000),
-            heartbeat_interval_ms=int(conn.kafka_heartbeat_interval * 1000),
-            rebalance_timeout_ms=int(conn.kafka_rebalance_timeout * 1000),
-            fetch_max_wait_ms=conn.kafka_fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+        consumer = consumer_for(conn, conn.topic(f"relay-{self.role}"))
         path = ready_dir / f"{name}.json" if ready_dir is not None else None
         consumer.subscribe(list(self.names), listener=_Assigned(path))
         await consumer.start()
