@@ -45,11 +45,13 @@ from shared import codec
 from shared.clients import commit, consumer_for, producer_for, tune_gc
 from shared.events import Event, RejectedMessage
 from shared.policy import Record, RecordPolicy, headers_of, is_transient, text
+from shared.runtime import Runtime
 from shared.sender import BatchSender, Out
 from shared.state import KeyedState
 from shared.topics import ORDERS_DLQ
 
 log = logging.getLogger(__name__)
+
 
 class Effects:
     """What deciding one record produced: records to send and rows to write."""
@@ -93,23 +95,22 @@ class Decided:
     out: list[Out] = field(default_factory=list)
     rows: list[Any] = field(default_factory=list)
     commits: dict[TopicPartition, int] = field(default_factory=dict)
-    counted_in: Counter[tuple[str, str]] = field(default_factory=Counter)
     counted_out: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class BatchLoop(ConsumerRebalanceListener):
     """Runs ``handler`` over ``topics`` in batches inside ``runtime``'s worker."""
 
-    def __init__(self, runtime: Any, handler: BatchHandler, topics: Sequence[str], *,
-                 state: KeyedState[Any] | None = None, batch_max: int = 2000,
-                 group: str | None = None) -> None:
+    def __init__(self, runtime: Runtime, handler: BatchHandler, topics: Sequence[str], *,
+                 state: KeyedState[Any] | None = None, batch_max: int = 2000) -> None:
         self.runtime = runtime
         self.handler = handler
         self.topics = tuple(topics)
         self.state = state
         self.batch_max = batch_max
         self.conn = runtime.conn
-        self.group = group or runtime.app.conf.id
+        #: the Faust app id: offsets committed by the per-record agents carry over
+        self.group = runtime.app.conf.id
         self.policy: RecordPolicy = runtime.policy
         self.metrics = runtime.metrics
         self.ready = False
