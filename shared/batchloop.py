@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from shared import codec
 from shared.clients import commit, consumer_for, producer_for, tune_gc
 from shared.events import Event, RejectedMessage
-from shared.policy import Record, RecordPolicy, headers_of, is_transient, text
+from shared.policy import Record, RecordPolicy, headers_of, text
 from shared.runtime import Runtime
 from shared.sender import BatchSender, Out
 from shared.state import KeyedState
@@ -83,9 +83,9 @@ class BatchHandler(Protocol):
         memory: emit outputs and rows on ``effects``, write the table last. Raises
         ``InvalidRecord`` / ``ValidationError`` for a record that can never apply."""
 
-    async def write(self, pool: asyncpg.Pool, rows: list[Any]) -> None:
-        """Write a batch's rows, in one transaction. Idempotent: a redelivered batch
-        writes them again."""
+    async def write(self, con: asyncpg.Connection, rows: list[Any]) -> None:
+        """Write a batch's rows on ``con``, in one transaction. Idempotent: a redelivered
+        batch writes them again."""
 
 
 @dataclass
@@ -171,15 +171,13 @@ class BatchLoop(ConsumerRebalanceListener):
 
     async def process(self, records: list[Record]) -> None:
         """Decide, write, send, save and commit ``records`` (one or more partitions' records
-        in order). A non-transient write failure is retried one record at a time."""
+        in order). A transient failure (database or broker away) retries the batch in
+        place; any other write failure retries it one record at a time."""
         started = time.perf_counter()
         try:
-            await self._attempt(records)
-        except Exception as exc:
-            if is_transient(exc):
-                raise  # not reached: every step retries these itself
-            if self.state is not None:
-                self.state.discard_unsaved()
+            await self.policy.retrying(f"{self.policy.service}.batch",
+                                       lambda: self._attempt(records))
+        except Exception as exc:  # noqa: BLE001 - not transient: find the record that fails
             if len(records) > 1:
                 log.warning("event=batch_write_failed service=%s records=%d error=%r: "
                             "retrying one by one", self.policy.service, len(records), exc)
@@ -195,32 +193,36 @@ class BatchLoop(ConsumerRebalanceListener):
             self.metrics.processing_seconds.labels(topic).observe(elapsed)
 
     async def _attempt(self, records: list[Record]) -> None:
+        """One try at a batch, on one database connection (one pool round trip and reset per
+        batch, not one per step). A try that fails forgets what it decided: the next try,
+        or the record-by-record one, decides again from the saved state."""
+        try:
+            await self._attempt_once(records)
+        except BaseException:
+            if self.state is not None:
+                self.state.discard_unsaved()
+            raise
+
+    async def _attempt_once(self, records: list[Record]) -> None:
         policy, state = self.policy, self.state
         decoded, done = decode_batch(records, policy, self.conn.topic)
         pool = await self.runtime.db.pool()
-        if state is not None:
-            wanted = [(r.partition, key) for r in decoded
-                      if (key := self.handler.state_key(r)) is not None]
-            if wanted:
-                await policy.retrying("stream_state",
-                                      lambda: state.load(pool, wanted))  # type: ignore[arg-type]
-        decide_batch(decoded, self.handler, state.view if state is not None else _no_state,
-                     policy, done)
-        await self._write(pool, done.rows)
-        await self._send(done.out)
-        if state is not None and state.dirty:
-            await policy.retrying("stream_state", lambda: state.save(pool))
+        async with pool.acquire() as con:
+            if state is not None:
+                wanted = [(r.partition, key) for r in decoded
+                          if (key := self.handler.state_key(r)) is not None]
+                if wanted:
+                    await state.load(con, wanted)
+            decide_batch(decoded, self.handler,
+                         state.view if state is not None else _no_state, policy, done)
+            if done.rows:
+                await self.handler.write(con, done.rows)
+            await self._send(done.out)
+            if state is not None and state.dirty:
+                await state.save(con)
         await self._commit(done.commits)
         for (topic, event_type), n in done.counted_out.items():
             policy.count_out(topic, event_type, n)
-
-    async def _write(self, pool: asyncpg.Pool, rows: list[Any]) -> None:
-        if not rows:
-            return
-
-        handler = self.handler
-        await self.policy.retrying(f"{self.policy.service}.db",
-                                   lambda: handler.write(pool, rows))
 
     async def _send(self, out: list[Out]) -> None:
         if out:

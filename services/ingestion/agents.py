@@ -76,8 +76,8 @@ class IngestHandler:
             log.info("event=order_%s channel=%s channel_order_id=%s", decision.outcome,
                      channel, order.channel_order_id)
 
-    async def write(self, pool: asyncpg.Pool, rows: list[tuple]) -> None:
+    async def write(self, con: asyncpg.Connection, rows: list[tuple]) -> None:
         orders = [(order, payment) for kind, order, payment in rows if kind == "order"]
         payments = {order_id: payment for kind, order_id, payment in rows
                     if kind == "payment"}  # the last state of an order in the batch wins
-        await store.save_orders(pool, orders, payments)
+        await store.save_orders(con, orders, payments)

@@ -47,43 +47,42 @@ async def ensure_month(con: asyncpg.Connection, instant: datetime) -> None:
     _months.add((year, month))
 
 
-async def save_orders(pool: asyncpg.Pool,
+async def save_orders(con: asyncpg.Connection,
                       orders: Sequence[tuple[OrderSubmitted, PaymentState]],
                       payments: Mapping[str, PaymentState]) -> int:
     """Insert a batch's new orders and their lines once (idempotent: an order stored before
     is left as it is), then set the payment state of ``payments``' orders, all in one
-    transaction; returns how many orders were new. The month partitions come first, in
-    their own transaction, so a batch rolled back never leaves one half-known."""
-    async with pool.acquire() as con:
-        for month in {month_of(order.placed_at) for order, _ in orders}:
-            await ensure_month(con, datetime(*month, 1, tzinfo=UTC))
-        async with con.transaction():
-            inserted: set[str] = set()
-            if orders:
-                rows = await con.fetch(
-                    "INSERT INTO orders (order_id, channel, channel_order_id, customer_id,"
-                    " currency, total, payment, placed_at, event_id)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                    " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING order_id",
-                    *columns([(o.order_id, o.channel.value, o.channel_order_id,
-                                o.customer.customer_id, o.currency, o.total, payment.value,
-                                o.placed_at, o.event_id) for o, payment in orders], 9))
-                inserted = {r["order_id"] for r in rows}
-            lines = [(o.order_id, o.placed_at, ln.line, ln.sku, ln.quantity, ln.unit_price)
-                     for o, _ in orders if o.order_id in inserted for ln in o.lines]
-            if lines:
-                await con.execute(
-                    "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
-                    " unit_price) SELECT * FROM unnest($1::text[], $2::timestamptz[],"
-                    " $3::int[], $4::text[], $5::int[], $6::numeric[]) ON CONFLICT DO NOTHING",
-                    *columns(lines, 6))
-            if payments:
-                await con.execute(
-                    "UPDATE orders SET payment = u.payment, updated_at = now()"
-                    " FROM unnest($1::text[], $2::text[]) AS u(order_id, payment)"
-                    " WHERE orders.order_id = u.order_id",
-                    list(payments), [p.value for p in payments.values()])
+    transaction on ``con``; returns how many orders were new. The month partitions come
+    first, in their own transaction, so a batch rolled back never leaves one half-known."""
+    for month in {month_of(order.placed_at) for order, _ in orders}:
+        await ensure_month(con, datetime(*month, 1, tzinfo=UTC))
+    async with con.transaction():
+        inserted: set[str] = set()
+        if orders:
+            rows = await con.fetch(
+                "INSERT INTO orders (order_id, channel, channel_order_id, customer_id,"
+                " currency, total, payment, placed_at, event_id)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
+                " ON CONFLICT DO NOTHING RETURNING order_id",
+                *columns([(o.order_id, o.channel.value, o.channel_order_id,
+                            o.customer.customer_id, o.currency, o.total, payment.value,
+                            o.placed_at, o.event_id) for o, payment in orders], 9))
+            inserted = {r["order_id"] for r in rows}
+        lines = [(o.order_id, o.placed_at, ln.line, ln.sku, ln.quantity, ln.unit_price)
+                 for o, _ in orders if o.order_id in inserted for ln in o.lines]
+        if lines:
+            await con.execute(
+                "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
+                " unit_price) SELECT * FROM unnest($1::text[], $2::timestamptz[],"
+                " $3::int[], $4::text[], $5::int[], $6::numeric[]) ON CONFLICT DO NOTHING",
+                *columns(lines, 6))
+        if payments:
+            await con.execute(
+                "UPDATE orders SET payment = u.payment, updated_at = now()"
+                " FROM unnest($1::text[], $2::text[]) AS u(order_id, payment)"
+                " WHERE orders.order_id = u.order_id",
+                list(payments), [p.value for p in payments.values()])
     return len(inserted)
 
 

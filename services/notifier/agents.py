@@ -44,5 +44,5 @@ class NotifyHandler:
             provider_message_id=message.message_id,
         ))
 
-    async def write(self, pool: asyncpg.Pool, rows: list[domain.InAppMessage]) -> None:
-        await store.deliver_in_app(pool, rows)
+    async def write(self, con: asyncpg.Connection, rows: list[domain.InAppMessage]) -> None:
+        await store.deliver_in_app(con, rows)

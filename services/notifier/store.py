@@ -9,12 +9,12 @@ import asyncpg
 from services.notifier.domain import InAppMessage
 
 
-async def deliver_in_app(pool: asyncpg.Pool, messages: Sequence[InAppMessage]) -> int:
+async def deliver_in_app(con: asyncpg.Connection, messages: Sequence[InAppMessage]) -> int:
     """Put each message in its customer's inbox once, in one statement; returns how many
     were new (a replayed message is already there)."""
     if not messages:
         return 0
-    rows = await pool.fetch(
+    rows = await con.fetch(
         "INSERT INTO inbox (message_id, order_id, customer_id, status, title, body)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::text[]) ON CONFLICT DO NOTHING RETURNING message_id",

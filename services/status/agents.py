@@ -76,8 +76,8 @@ class TrackHandler:
         if state is not None:
             table[event.order_id] = state  # last: a redelivery before the save re-decides
 
-    async def write(self, pool: asyncpg.Pool, rows: list[store.Written]) -> None:
-        await store.record_all(pool, rows)
+    async def write(self, con: asyncpg.Connection, rows: list[store.Written]) -> None:
+        await store.record_all(con, rows)
 
     def _observe(self, before: State | None, decision: domain.Decision) -> None:
         since = before.status_since if isinstance(before, domain.OrderState) else None

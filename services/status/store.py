@@ -46,7 +46,7 @@ class Written:
     created: bool = False
 
 
-async def record_all(pool: asyncpg.Pool, decisions: Sequence[Written]) -> None:
+async def record_all(con: asyncpg.Connection, decisions: Sequence[Written]) -> None:
     """Write a batch of decisions in one transaction, one statement per table: history
     (changes and notes, in the order they were decided: ``seq`` follows it), carrier
     events, the current rows. Replays write nothing twice (ids), and an older version never
@@ -71,7 +71,7 @@ async def record_all(pool: asyncpg.Pool, decisions: Sequence[Written]) -> None:
                 created.add(d.state.order_id)
     current = [(d.state, d.schedule) for d in last.values() if isinstance(d.state, OrderState)]
     waiting = [d.state for d in last.values() if isinstance(d.state, Waiting)]
-    async with pool.acquire() as con, con.transaction():
+    async with con.transaction():
         if history:
             await con.execute(
                 "INSERT INTO status_history (event_id, order_id, from_status, to_status, at,"

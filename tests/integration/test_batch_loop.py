@@ -51,8 +51,8 @@ class Counter:
             recipient="x***"))
         table[change.order_id] = seen
 
-    async def write(self, pool: asyncpg.Pool, rows: list[tuple]) -> None:
-        await pool.executemany("INSERT INTO counted (event_id, order_id, n) VALUES ($1,$2,$3)"
+    async def write(self, con: asyncpg.Connection, rows: list[tuple]) -> None:
+        await con.executemany("INSERT INTO counted (event_id, order_id, n) VALUES ($1,$2,$3)"
                                " ON CONFLICT DO NOTHING", rows)
 
 

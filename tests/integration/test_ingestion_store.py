@@ -34,6 +34,11 @@ async def pool(stack_info):
         store._months.clear()
 
 
+async def save(pool, orders, payments) -> int:
+    async with pool.acquire() as con:
+        return await store.save_orders(con, orders, payments)
+
+
 def order(n: int, placed_at: datetime, channel: str = "shopify") -> OrderSubmitted:
     return OrderSubmitted(
         order_id=f"o-{n}", channel=channel, channel_order_id=f"{channel}-{n}",
@@ -51,7 +56,7 @@ async def test_outage_orders_of_early_morning_shanghai_are_in_that_business_day(
     wall = [datetime(2026, 1, 20, hour, 30) for hour in range(8)]  # noqa: DTZ001 - naive on purpose
     placed = [localize(w, "Asia/Shanghai") for w in wall]
     for n, at in enumerate(placed):
-        await store.save_orders(pool, [(order(n, at), PaymentState.PAID)], {})
+        await save(pool, [(order(n, at), PaymentState.PAID)], {})
 
     today = await store.orders_on_business_day(pool, date(2026, 1, 20), "Asia/Shanghai")
     assert [r["channel_order_id"] for r in today] == [f"shopify-{n}" for n in range(8)]
@@ -73,7 +78,7 @@ async def test_business_day_on_a_dst_switch_keeps_every_order_of_that_local_day(
     inside = [start + timedelta(minutes=30 + 60 * h) for h in range(hours)]  # each local hour
     outside = [start - timedelta(minutes=1), start + timedelta(hours=hours)]
     for n, at in enumerate(inside + outside):
-        await store.save_orders(pool, [(order(n, at, channel="web"), PaymentState.UNPAID)], {})
+        await save(pool, [(order(n, at, channel="web"), PaymentState.UNPAID)], {})
     found = await store.orders_on_business_day(pool, day, zone)
     assert len(found) == hours
     assert {r["placed_at"] for r in found} == set(inside)
@@ -81,8 +86,8 @@ async def test_business_day_on_a_dst_switch_keeps_every_order_of_that_local_day(
 
 async def test_orders_land_in_month_partitions_and_saving_twice_changes_nothing(pool):
     at = datetime(2026, 1, 31, 23, 59, tzinfo=UTC)
-    assert await store.save_orders(pool, [(order(1, at), PaymentState.UNPAID)], {}) == 1
-    assert await store.save_orders(pool, [(order(1, at), PaymentState.UNPAID)], {}) == 0
+    assert await save(pool, [(order(1, at), PaymentState.UNPAID)], {}) == 1
+    assert await save(pool, [(order(1, at), PaymentState.UNPAID)], {}) == 0
     async with pool.acquire() as con:
         where = await con.fetchval(
             "SELECT tableoid::regclass::text FROM orders WHERE order_id = 'o-1'")
@@ -94,7 +99,7 @@ async def test_archive_moves_old_months_out_of_the_hot_tables_and_keeps_them_que
     months = [datetime(2025, 10, 15, tzinfo=UTC), datetime(2025, 11, 15, tzinfo=UTC),
               datetime(2026, 1, 15, tzinfo=UTC)]
     for n, at in enumerate(months):
-        await store.save_orders(pool, [(order(n, at), PaymentState.PAID)], {})
+        await save(pool, [(order(n, at), PaymentState.PAID)], {})
 
     moved = await store.archive_before(pool, date(2025, 12, 1))
 
@@ -109,7 +114,7 @@ async def test_archive_moves_old_months_out_of_the_hot_tables_and_keeps_them_que
         ("o-0", True), ("o-1", True), ("o-2", False)]
     # A late order for an archived month still lands somewhere queryable (the default).
     late_order = order(9, datetime(2025, 10, 20, tzinfo=UTC))
-    await store.save_orders(pool, [(late_order, PaymentState.PAID)], {})
+    await save(pool, [(late_order, PaymentState.PAID)], {})
     late = await store.orders_on_business_day(pool, date(2025, 10, 20), "UTC")
     assert [r["order_id"] for r in late] == ["o-9"]
     assert await store.archive_before(pool, date(2025, 12, 1)) == []  # nothing left to move
