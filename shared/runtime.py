@@ -14,11 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from shared import codec, transport
 from shared.db import Database
-from shared.events import Event, RejectedMessage
+from shared.events import Event
 from shared.kafka_admin import ensure_topics
 from shared.metrics import StreamMetrics
 from shared.migrations import migrate
-from shared.policy import Record, RecordPolicy
+from shared.policy import RecordPolicy
 from shared.settings import ConnectionSettings, ServiceSettings
 from shared.topics import TOPICS
 
@@ -107,11 +107,6 @@ class Runtime:
         await asyncio.shield(asyncio.gather(*deliveries))
         for _, event in items:
             self.metrics.events_out.labels(topic, event.event_type).inc()
-
-    def rejection(self, record: Record, reason: str, error: str,
-                  field_errors: tuple[dict[str, Any], ...] = ()) -> RejectedMessage:
-        """The dead letter for ``record`` (see :class:`~shared.policy.RecordPolicy`)."""
-        return self.policy.rejection(record, reason, error, field_errors)
 
     # --- HTTP pages ---------------------------------------------------------------------
 
