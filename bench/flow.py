@@ -33,11 +33,13 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +80,8 @@ ANSWERS = frozenset({"RESERVED", "REJECTED"})
 STOCK_PER_SKU = 1_000_000
 WARM_UP = 100  # orders through the whole flow before any clock runs
 SAMPLE_EVERY = 0.5  # seconds between RSS samples
+#: ``orderstream_batch_records_sum 123.0`` / ``_count`` lines of a /metrics page
+BATCH_LINE = re.compile(r"^orderstream_batch_records_(sum|count)(?:\{[^}]*\})? (\S+)$", re.M)
 
 
 # --- what a run produces ------------------------------------------------------------------
@@ -114,6 +118,8 @@ class Run:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     cpu_per_1000: dict[str, float] = field(default_factory=dict)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    #: mean records per batch of each service's consume loop during the run
+    records_per_batch: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
 
@@ -183,13 +189,18 @@ class Contender:
     def headers(self, order: gen.Order) -> list[tuple[str, bytes]]:
         return [("channel", order.channel.encode())]
 
+    def batches(self) -> dict[str, tuple[float, float]]:
+        """Per process: (records, batches) its consume loop has taken so far."""
+        return {}
+
 
 class Ours(Contender):
     name = "ours"
 
     def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
+        self.ports = {s: stack.free_port() for s in SERVICES}
         self.sup = Supervisor(
-            env, logs, ports={s: stack.free_port() for s in SERVICES},
+            env, logs, ports=self.ports,
             workers={s: [stack.free_port() for _ in range(workers - 1)] for s in SERVICES}
             if workers > 1 else None)
         self.sup.start()
@@ -212,6 +223,22 @@ class Ours(Contender):
 
     def ident(self, order: gen.Order) -> str:
         return order.order_id
+
+    def batches(self) -> dict[str, tuple[float, float]]:
+        """From each first worker's ``/metrics``: ``orderstream_batch_records`` sum and
+        count (inventory's hot path has its own batches and no such histogram)."""
+        found = {}
+        for service, port in self.ports.items():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=5) as reply:
+                    text = reply.read().decode()
+            except OSError:
+                continue
+            got = dict(BATCH_LINE.findall(text))
+            if "sum" in got and "count" in got:
+                found[service] = (float(got["sum"]), float(got["count"]))
+        return found
 
 
 class Relay(Contender):
@@ -407,6 +434,7 @@ async def flow_run(conn: ConnectionSettings, contender: Contender, orders: list[
                 else:
                     result.rejected += 1
 
+    batches_before = contender.batches() if sampler is not None else {}
     sampling = feeder = None
     try:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -468,6 +496,11 @@ async def flow_run(conn: ConnectionSettings, contender: Contender, orders: list[
         await consumer.stop()
     if sampler is not None:
         result.cpu_seconds = {k: round(v, 3) for k, v in cpu.items()}
+        for service, (total, count) in contender.batches().items():
+            before = batches_before.get(service, (0.0, 0.0))
+            if count > before[1]:
+                result.records_per_batch[service] = round(
+                    (total - before[0]) / (count - before[1]), 1)
         result.peak_rss_mib = {k: round(v / 2**20, 1) for k, v in sampler.peak.items()}
     result.answered, result.notified = len(answered), len(notified)
     result.paid, result.paid_expected = len(paid), sum(o.paid for o in orders)
@@ -610,6 +643,12 @@ def report(runs: list[Run], args: argparse.Namespace, partitions: int) -> None:
             values = getattr(r, attr)
             print(f"  {r.contender:<9} {r.run:<6} " + " ".join(
                 f"{fmt.format(values[n]) if n in values else '-':>{width}}" for n in names))
+    batched = [r for r in runs if r.records_per_batch]
+    if batched:
+        print("\n  records per batch of the consume loop, mean over the run (first worker)")
+        for r in batched:
+            print(f"  {r.contender:<9} {r.run:<6} " + "  ".join(
+                f"{k} {v:,.1f}" for k, v in r.records_per_batch.items()))
     print("  (postgres: the server with all its backends, RSS summed over them; broker: the "
           "embedded tansu or the Kafka JVM; harness: this process)")
 

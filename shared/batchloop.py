@@ -263,13 +263,21 @@ def decode_batch(records: Sequence[Record], policy: RecordPolicy,
     offset counts as done: a dead letter completes it too."""
     done = Decided()
     decoded: list[Record] = []
+    counts: Counter[tuple[str, str]] = Counter()
+    commits = done.commits
+    places: dict[tuple[str, int], TopicPartition] = {}
     for record in records:
-        done.commits[TopicPartition(full_name(record.topic), record.partition)] = (
-            record.offset + 1)
+        place = places.get((record.topic, record.partition))
+        if place is None:
+            place = places[(record.topic, record.partition)] = TopicPartition(
+                full_name(record.topic), record.partition)
+        commits[place] = record.offset + 1
         try:
-            decoded.append(policy.decode(record))
+            decoded.append(policy.decode(record, counts))
         except Exception as exc:  # noqa: BLE001 - undecodable: its dead letter
             _letter_out(record, policy.letter(record, exc), done)
+    for (topic, event_type), n in counts.items():
+        policy.count_in(topic, event_type, n)
     return decoded, done
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -31,6 +32,8 @@ from pydantic import (
 )
 
 from shared.timeutil import to_utc, utc_now
+
+M = TypeVar("M", bound="BaseModel")
 
 #: Namespace for deterministic event ids: replaying the same cause yields the same id.
 EVENT_NAMESPACE = uuid.UUID("6f1b3c62-7a51-4d3e-9f0e-0c5e8b7a4d21")
@@ -49,6 +52,25 @@ def derive_id(*parts: object) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_set = object.__setattr__
+
+
+def replace(model: M, update: Mapping[str, Any]) -> M:
+    """``model.model_copy(update=update)`` for a model without extra fields or private
+    attributes (every frozen state and event model here), at about a third of the cost: the
+    domain rules copy a state several times per input. Like ``model_copy``, the new values
+    are not validated."""
+    cls = type(model)
+    new = cls.__new__(cls)
+    values = model.__dict__.copy()
+    values.update(update)
+    _set(new, "__dict__", values)
+    _set(new, "__pydantic_extra__", None)
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    _set(new, "__pydantic_private__", None)
+    return new
 
 
 def new_id() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -97,14 +98,22 @@ class RecordPolicy:
 
     # --- decoding and dead letters --------------------------------------------------------
 
-    def decode(self, record: Record) -> Record:
-        """The record with its value decoded to the topic's event model (raw topics: bytes).
+    def decode(self, record: Record,
+               counts: Counter[tuple[str, str]] | None = None) -> Record:
+        """The record with its value decoded to the topic's event model (raw topics: bytes),
+        counted in (on ``counts``, when given, for the caller to add once per batch).
         Raises :class:`~shared.codec.InvalidRecord`."""
         if not TOPICS[record.topic].typed:
-            self.count_in(record.topic, "raw")
+            if counts is None:
+                self.count_in(record.topic, "raw")
+            else:
+                counts[(record.topic, "raw")] += 1
             return record
         event = codec.decode(record.topic, record.raw)
-        self.count_in(record.topic, event.event_type)
+        if counts is None:
+            self.count_in(record.topic, event.event_type)
+        else:
+            counts[(record.topic, event.event_type)] += 1
         return Record(record.topic, record.key, event, record.headers, record.partition,
                       record.offset, record.raw, record.timestamp)  # not replace(): hot path
 

@@ -11,6 +11,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+#: keys whose partition is remembered; the cache starts over beyond that
+KEY_CACHE = 200_000
+
 
 @dataclass
 class Out:
@@ -32,6 +35,9 @@ class BatchSender:
         self.producer = producer
         self.full_name = full_name
         self._partitions: dict[str, list[int]] = {}
+        #: (full topic name, key) -> partition: most outputs of a batch share keys (an
+        #: order's status changes, a hot SKU's commands), and murmur2 in Python is not free
+        self._by_key: dict[tuple[str, bytes], int] = {}
         self._random = DefaultPartitioner()
 
     async def send_all(self, out: Sequence[Out]) -> dict[tuple[str, int], int]:
@@ -39,10 +45,18 @@ class BatchSender:
         once the broker has acknowledged all of them."""
         producer = self.producer
         builders: dict[tuple[str, int], list[Any]] = {}
+        by_key = self._by_key
+        if len(by_key) > KEY_CACHE:
+            by_key.clear()
+        names: dict[str, str] = {}
         for o in out:
-            name = self.full_name(o.topic)
-            partition = o.partition if o.partition is not None else (
-                await self.partition_of(name, o.key))
+            name = names.get(o.topic)
+            if name is None:
+                name = names[o.topic] = self.full_name(o.topic)
+            partition = o.partition
+            if partition is None:
+                if o.key is None or (partition := by_key.get((name, o.key))) is None:
+                    partition = await self.partition_of(name, o.key)
             chain = builders.setdefault((name, partition), [])
             if not chain or chain[-1].append(key=o.key, value=o.value, timestamp=None) is None:
                 chain.append(producer.create_batch())
@@ -66,7 +80,9 @@ class BatchSender:
                 await self.producer.partitions_for(topic))
         if key is None:
             return self._random(key, partitions, partitions)  # random, as Kafka's
-        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        partition = self._by_key[(topic, key)] = partitions[
+            (murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return partition
 
 
 def murmur2(data: bytes) -> int:

@@ -37,6 +37,7 @@ from shared.events import (
     StockRejected,
     StockReserved,
     derive_id,
+    replace,
 )
 
 
@@ -158,7 +159,7 @@ def reserve(state: SkuState, existing: Reservation | None, cmd: ReserveStock, *,
     hold_until = cmd.hold_until or now + hold
     res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
                       state="held", hold_until=hold_until, outcome_event_id=outcome_id)
-    new = state.model_copy(update={"reserved": state.reserved + cmd.quantity})
+    new = replace(state, {"reserved": state.reserved + cmd.quantity})
     movement = Movement(outcome_id, state.sku, "reserve", 0, cmd.quantity, cmd.order_id,
                         cmd.line, "order", "status", now)
     # (Validated construction: pydantic's model_construct is slower in Python than its
@@ -186,8 +187,8 @@ def release(state: SkuState, existing: Reservation | None, cmd: ReleaseReservati
     )
     if existing.state == "released":
         return Decision(state, [released])
-    res = existing.model_copy(update={"state": "released", "reason": cmd.reason})
-    new = state.model_copy(update={"reserved": state.reserved - existing.quantity})
+    res = replace(existing, {"state": "released", "reason": cmd.reason})
+    new = replace(state, {"reserved": state.reserved - existing.quantity})
     movement = Movement(event_id, state.sku, "release", 0, -existing.quantity, cmd.order_id,
                         cmd.line, cmd.reason, "status", now)
     return Decision(new, [released], [movement], changed=True, reservations={key: res})
@@ -205,7 +206,7 @@ def confirm(state: SkuState, existing: Reservation | None, cmd: ConfirmReservati
         return Decision(state, [event])  # a replay: the same answer again
     if res.state != "held":
         raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot confirm it")
-    confirmed = res.model_copy(update={"state": "confirmed"})  # hold_until kept for replays
+    confirmed = replace(res, {"state": "confirmed"})  # hold_until kept for replays
     return Decision(state, [event], reservations={key: confirmed})
 
 
@@ -222,12 +223,12 @@ def commit(state: SkuState, existing: Reservation | None, cmd: CommitStock, *,
         return Decision(state, [event])
     if res.state not in ("held", "confirmed"):
         raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot commit it")
-    new = state.model_copy(update={"on_hand": state.on_hand - res.quantity,
+    new = replace(state, {"on_hand": state.on_hand - res.quantity,
                                    "reserved": state.reserved - res.quantity})
     movement = Movement(event_id, state.sku, "commit", -res.quantity, -res.quantity,
                         cmd.order_id, cmd.line, "shipped", "status", now)
     return Decision(new, [event], [movement], changed=True,
-                    reservations={key: res.model_copy(update={"state": "committed"})})
+                    reservations={key: replace(res, {"state": "committed"})})
 
 
 def expire(state: SkuState, holds: Iterable[Reservation], cmd: ExpireHolds) -> Decision:
@@ -250,7 +251,7 @@ def expire(state: SkuState, holds: Iterable[Reservation], cmd: ExpireHolds) -> D
                                   res.order_id, res.line, "unpaid_hold_expired", "inventory",
                                   cmd.due_at))
     released = sum(r.quantity for r in due)
-    new = state.model_copy(update={"reserved": state.reserved - released})
+    new = replace(state, {"reserved": state.reserved - released})
     return Decision(new, events, movements, changed=True, reservations=written)
 
 
@@ -268,7 +269,7 @@ def adjust(state: SkuState, cmd: StockAdjusted, *, applied: bool = False) -> Dec
     if applied:
         return Decision(state)
     delta = cmd.delta if cmd.delta is not None else (cmd.absolute or 0) - state.on_hand
-    new = state.model_copy(update={"on_hand": state.on_hand + delta, "known": True})
+    new = replace(state, {"on_hand": state.on_hand + delta, "known": True})
     movement = Movement(cmd.event_id, state.sku, "adjust", delta, 0, None, None, cmd.reason,
                         cmd.source, cmd.occurred_at)
     return Decision(new, [], [movement], changed=True, adjustment=cmd.event_id)
@@ -277,7 +278,7 @@ def adjust(state: SkuState, cmd: StockAdjusted, *, applied: bool = False) -> Dec
 def set_safety_stock(state: SkuState, cmd: SafetyStockSet) -> Decision:
     if state.safety_stock == cmd.threshold:
         return Decision(state)
-    return Decision(state.model_copy(update={"safety_stock": cmd.threshold}), changed=True)
+    return Decision(replace(state, {"safety_stock": cmd.threshold}), changed=True)
 
 
 def _refusal(state: SkuState, quantity: int) -> str:

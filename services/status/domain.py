@@ -67,6 +67,7 @@ from shared.events import (
     StockRejected,
     StockReserved,
     derive_id,
+    replace,
 )
 
 S = OrderStatus
@@ -285,8 +286,7 @@ def _line(state: OrderState, key: str, line: LineState, to: LineStateName, *,
           only_from: tuple[str, ...]) -> OrderState:
     if line.state not in only_from:
         return state
-    return state.model_copy(
-        update={"lines": {**state.lines, key: line.model_copy(update={"state": to})}})
+    return replace(state, {"lines": {**state.lines, key: replace(line, {"state": to})}})
 
 
 def _line_reserved(state: OrderState, key: str, line: LineState,
@@ -338,7 +338,7 @@ def _settled(decision: Decision) -> Decision:
     assert isinstance(state, OrderState)
     if not state.parked:
         return decision
-    decision = Decision(state.model_copy(update={"parked": ()}), decision.commands,
+    decision = Decision(replace(state, {"parked": ()}), decision.commands,
                         decision.changes, decision.notes, decision.scans)
     for data in state.parked:
         decision = _then(decision, _load(data))
@@ -351,11 +351,11 @@ def _settled(decision: Decision) -> Decision:
 def _on_paid(state: OrderState, payment: PaymentConfirmed) -> Decision:
     state = _seen(state, payment)
     if state.status in (S.REJECTED, S.CANCELLED):
-        return _note(state.model_copy(update={"paid": True}), payment, "PaymentConfirmed",
+        return _note(replace(state, {"paid": True}), payment, "PaymentConfirmed",
                      f"payment arrived for a {state.status} order: refund it")
     if state.paid and state.status != S.RESERVED:
         return Decision(state)
-    state = state.model_copy(update={"paid": True})
+    state = replace(state, {"paid": True})
     if state.status == S.RESERVED:
         return _move(state, S.PAID, payment)
     return Decision(state)  # still reserving (PAID follows RESERVED), or already past PAID
@@ -405,7 +405,7 @@ def _on_fulfilment(state: OrderState, event: FulfilmentEvent) -> Decision:
         moved = _move(state, S.DELIVERY_EXCEPTION, event, detail=_detail(event))
         assert isinstance(moved.state, OrderState) and state.rank is not None
         interrupted = max(state.rank, RANK[S.PICKED_UP])
-        moved = _with_state(moved, moved.state.model_copy(update={"exception_rank": interrupted}))
+        moved = _with_state(moved, replace(moved.state, {"exception_rank": interrupted}))
         return _scanned(moved, event)
     rank, current = RANK[target], state.rank
     if state.status == S.DELIVERY_EXCEPTION:
@@ -428,7 +428,7 @@ def _park(state: OrderState, event: FulfilmentEvent) -> Decision:
         raise InvalidRecord("too_many_parked",
                             f"order {state.order_id} already has {MAX_PARKED} fulfilment events "
                             "waiting for its reservation")
-    return Decision(state.model_copy(update={"parked": (*state.parked, _dump(event))}))
+    return Decision(replace(state, {"parked": (*state.parked, _dump(event))}))
 
 
 def _park_unknown(state: Waiting | None, event: Event) -> Decision:
@@ -443,7 +443,7 @@ def _park_unknown(state: Waiting | None, event: Event) -> Decision:
     if len(waiting.events) >= MAX_PARKED:
         raise InvalidRecord("too_many_parked",
                             f"{MAX_PARKED} events already wait for unknown order {order_id}")
-    return Decision(waiting.model_copy(update={"events": (*waiting.events, _dump(event))}))
+    return Decision(replace(waiting, {"events": (*waiting.events, _dump(event))}))
 
 
 def _tracked(state: OrderState, event: FulfilmentEvent) -> OrderState:
@@ -455,7 +455,7 @@ def _tracked(state: OrderState, event: FulfilmentEvent) -> OrderState:
         update["carrier"] = event.carrier
     if event.scanned_at is not None:
         update["last_scan_at"] = _later(state.last_scan_at, event.scanned_at)
-    return state.model_copy(update=update)
+    return replace(state, update)
 
 
 def _news(state: OrderState, event: FulfilmentEvent) -> Decision:
@@ -490,7 +490,7 @@ def _move(state: OrderState, to: OrderStatus, cause: Event, *, detail: str = "",
         detail = f"{detail}; payment was collected: refund it".lstrip("; ")
     change = _change(state, state.status, to, cause, detail)
     entered = {**state.entered, to.value: state.entered.get(to.value, 0) + 1}
-    new = _bumped(state).model_copy(update={
+    new = replace(_bumped(state), {
         "status": to, "status_since": change.at, "entered": entered,
         "exception_rank": None if to != S.DELIVERY_EXCEPTION else state.exception_rank,
     })
@@ -503,10 +503,10 @@ def _move(state: OrderState, to: OrderStatus, cause: Event, *, detail: str = "",
         S.RETURNED, S.DELIVERY_EXCEPTION)
     if ((rank is not None and rank >= RANK[S.PAID]) or with_carrier) and not new.confirmed:
         commands += [_confirm(new, k, ln) for k, ln in new.lines.items() if ln.state == "reserved"]
-        new = new.model_copy(update={"confirmed": True})
+        new = replace(new, {"confirmed": True})
     if with_carrier and not new.committed:
         commands += [_commit(new, k, ln) for k, ln in new.lines.items() if ln.state in HOLDING]
-        new = new.model_copy(update={"committed": True})
+        new = replace(new, {"committed": True})
     return Decision(new, commands, [change])
 
 
@@ -536,9 +536,9 @@ def _release_held(state: OrderState, reason: str) -> tuple[list[InventoryCommand
     commands: list[InventoryCommand] = [
         _release(state, k, ln, reason) for k, ln in state.lines.items() if ln.state in HOLDING
     ]
-    lines = {k: ln.model_copy(update={"state": "released"}) if ln.state in HOLDING else ln
+    lines = {k: replace(ln, {"state": "released"}) if ln.state in HOLDING else ln
              for k, ln in state.lines.items()}
-    return commands, state.model_copy(update={"lines": lines})
+    return commands, replace(state, {"lines": lines})
 
 
 def _change(state: OrderState, frm: OrderStatus | None, to: OrderStatus, cause: Event,
@@ -578,12 +578,12 @@ def _note(state: OrderState, cause: Event, reported: str, detail: str) -> Decisi
 
 
 def _seen(state: OrderState, event: Event) -> OrderState:
-    return state.model_copy(update={"seen": (*state.seen, event.event_id),
+    return replace(state, {"seen": (*state.seen, event.event_id),
                                     "version": state.version + 1})
 
 
 def _bumped(state: OrderState) -> OrderState:
-    return state.model_copy(update={"version": state.version + 1})
+    return replace(state, {"version": state.version + 1})
 
 
 def _release(state: OrderState, key: str, line: LineState, reason: str) -> ReleaseReservation:
