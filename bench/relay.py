@@ -10,8 +10,8 @@ and commits the batch's offsets once every record it produced is acknowledged:
 - ingestion: ``orders.raw`` -> one ``orders.submitted`` (the raw value, forwarded);
 - status: ``orders.submitted`` -> ``orders.status`` SUBMITTED and one ``inventory.commands``
   reserve per line (keyed by SKU); the last reserve answer of an order on
-  ``inventory.events`` -> ``orders.status`` RESERVED, and when paid also PAID and one
-  confirm per line on ``inventory.commands``; confirm answers end there;
+  ``inventory.events`` -> ``orders.status`` RESERVED, and when paid also PAID (a paid
+  order's reserves are held as confirmed at once: no confirm round trip follows);
 - inventory: each command on ``inventory.commands`` -> one ``inventory.events`` record
   (keyed by order); one ``stock.levels`` record per SKU reserved or adjusted in the batch;
   ``stock.adjustments`` are read too;
@@ -19,10 +19,11 @@ and commits the batch's offsets once every record it produced is acknowledged:
 
 Nothing is decoded: the harness puts the order's SKUs (``k``, space-separated) and paid
 flag (``p``) in headers of the ``orders.raw`` record, and every hop passes them on, with
-the order key (``o``) and the command kind (``t``: r = reserve, c = confirm) on commands
-and answers; the status hop counts answers per order in a dict. No database, no pydantic,
-no JSON parsing. Values are small fixed-format JSON (padded to about the size of the real
-events) so that the harness reads both contenders' answers the same way.
+the order key (``o``) and the command kind (``t``: r = reserve, the only kind the flow
+sends) on commands and answers; the status hop counts answers per order in a dict. No
+database, no pydantic, no JSON parsing. Values are small fixed-format JSON (padded to
+about the size of the real events) so that the harness reads both contenders' answers the
+same way.
 
 Each worker writes the partitions it holds to ``$BENCH_RELAY_READY_DIR/<name>.json`` after
 every rebalance, so that the harness knows when the group is complete.
@@ -153,7 +154,7 @@ class Relay:
             await self._commands(r.key, headers, b"r")
             return
         if headers.get("t") != b"r":
-            return  # a confirm's answer: nothing follows it
+            return  # not a reserve's answer: nothing follows it
         seen = self.answers.get(r.key, 0) + 1
         if seen < len(headers["k"].split()):
             self.answers[r.key] = seen
@@ -162,7 +163,6 @@ class Relay:
         await self.send(ORDERS_STATUS, r.key, _status(r.key, b"RESERVED"), [("s", b"RESERVED")])
         if headers.get("p") == b"1":
             await self.send(ORDERS_STATUS, r.key, _status(r.key, b"PAID"), [("s", b"PAID")])
-            await self._commands(r.key, headers, b"c")
 
     async def _commands(self, key: bytes, headers: dict[str, bytes], kind: bytes) -> None:
         skus = headers["k"]

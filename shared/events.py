@@ -235,6 +235,11 @@ class ReserveStock(InventoryCommand):
     hold_until: UtcDatetime | None = Field(
         default=None, description="Unpaid holds expire then; None uses the service default"
     )
+    paid: bool = Field(
+        default=False,
+        description="The order is paid already: hold the stock as confirmed (it never "
+                    "expires), so no ConfirmReservation has to follow",
+    )
 
 
 class ConfirmReservation(InventoryCommand):
@@ -301,7 +306,12 @@ class InventoryOutcome(Event):
 class StockReserved(InventoryOutcome):
     event_type: Literal["StockReserved"] = "StockReserved"
     quantity: PositiveInt
-    hold_until: UtcDatetime | None = None
+    hold_until: UtcDatetime | None = Field(
+        default=None, description="When the unpaid hold expires; None for a confirmed one")
+    confirmed: bool = Field(
+        default=False,
+        description="Held as confirmed (the command said the order is paid): it never "
+                    "expires, and no ReservationConfirmed follows")
 
 
 class StockRejected(InventoryOutcome):

@@ -156,15 +156,20 @@ def reserve(state: SkuState, existing: Reservation | None, cmd: ReserveStock, *,
         logged = Movement(outcome_id, state.sku, "reject", 0, 0, cmd.order_id, cmd.line,
                           reason, "status", now)
         return Decision(state, [rejected], [logged], reservations={key: res})
-    hold_until = cmd.hold_until or now + hold
+    # A paid order's hold is confirmed at once: it never expires, and costs no
+    # ConfirmReservation round trip. Its reservation keeps no deadline, which is also how a
+    # replay knows its answer said "confirmed".
+    hold_until = None if cmd.paid else cmd.hold_until or now + hold
     res = Reservation(order_id=cmd.order_id, line=cmd.line, quantity=cmd.quantity,
-                      state="held", hold_until=hold_until, outcome_event_id=outcome_id)
+                      state="confirmed" if cmd.paid else "held", hold_until=hold_until,
+                      outcome_event_id=outcome_id)
     new = replace(state, {"reserved": state.reserved + cmd.quantity})
     movement = Movement(outcome_id, state.sku, "reserve", 0, cmd.quantity, cmd.order_id,
                         cmd.line, "order", "status", now)
     # (Validated construction: pydantic's model_construct is slower in Python than its
     # validator is in Rust, measured on the hot path.)
-    reserved = StockReserved(event_id=outcome_id, hold_until=hold_until, **common)
+    reserved = StockReserved(event_id=outcome_id, hold_until=hold_until,
+                             confirmed=cmd.paid, **common)
     return Decision(new, [reserved], [movement], changed=True, reservations={key: res})
 
 
@@ -298,4 +303,6 @@ def _outcome_of(res: Reservation, cmd: ReserveStock) -> Event:
               "quantity": res.quantity or cmd.quantity}
     if res.state in ("rejected", "cancelled"):
         return StockRejected(reason=res.reason, available=res.available, **common)
-    return StockReserved(hold_until=res.hold_until, **common)  # the original answer
+    # The original answer: only a hold confirmed at its reservation has no deadline.
+    return StockReserved(hold_until=res.hold_until, confirmed=res.hold_until is None,
+                         **common)

@@ -22,6 +22,8 @@ Rules, each tested in ``tests/unit/status``:
 - Saga: one ``ReserveStock`` per line on submission; RESERVED when every line holds;
   REJECTED (and every held line released) when one is refused; holds confirmed once the
   order passes PAID; stock committed once it passes PICKED_UP; released on cancel/expiry.
+  An order the channel says is paid marks its ``ReserveStock`` paid: inventory holds it as
+  confirmed at once (it never expires), and no ``ConfirmReservation`` round trip follows.
 
 Every output carries an id derived from its cause, so a replayed input yields the same
 commands and status changes (consumers dedupe by id) and never moves an order twice.
@@ -239,6 +241,7 @@ def on_submitted(state: OrderState | Waiting | None, order: OrderSubmitted) -> D
             event_id=derive_id("reserve", order.order_id, ln.line),
             correlation_id=order.order_id,
             order_id=order.order_id, line=ln.line, sku=ln.sku, quantity=ln.quantity,
+            paid=order.paid,  # paid at the channel: held as confirmed, no confirm round trip
         )
         for ln in order.lines
     ]
@@ -295,8 +298,10 @@ def _line_reserved(state: OrderState, key: str, line: LineState,
         # The order already failed or was cancelled: give this late hold straight back.
         new = _line(state, key, line, "released", only_from=("pending",))
         return Decision(new, [_release(state, key, line, f"order_{state.status.lower()}")])
-    new = _line(state, key, line, "reserved", only_from=("pending",))
-    if state.status == S.SUBMITTED and all(ln.state == "reserved" for ln in new.lines.values()):
+    # A hold inventory confirmed at once (the order was paid) needs no ConfirmReservation.
+    new = _line(state, key, line, "confirmed" if outcome.confirmed else "reserved",
+                only_from=("pending",))
+    if state.status == S.SUBMITTED and all(ln.state in HOLDING for ln in new.lines.values()):
         decision = _move(new, S.RESERVED, outcome)
         if new.paid:  # the channel collected payment already: straight on to PAID
             decision = _then_move(decision, S.PAID, outcome)

@@ -147,10 +147,10 @@ def adjusted(delta: int | None = None, *, absolute: int | None = None,
 
 
 def reserve_cmd(order_id: str = "ord-1", line: int = 1, quantity: int = 1,
-                hold_until: datetime | None = None) -> ReserveStock:
+                hold_until: datetime | None = None, *, paid: bool = False) -> ReserveStock:
     return ReserveStock(event_id=derive_id("reserve", order_id, line), correlation_id=order_id,
                         order_id=order_id, line=line, sku=SKU, quantity=quantity,
-                        hold_until=hold_until)
+                        hold_until=hold_until, paid=paid)
 
 
 def release_cmd(order_id: str = "ord-1", line: int = 1,
@@ -570,7 +570,8 @@ class OneSku(RuleBasedStateMachine):
         self.on_hand = 0
         self.known = False
         self.held: dict[str, int] = {}
-        self.answered: dict[str, tuple[str, str]] = {}  # key -> (event_type, event_id)
+        #: key -> (event_type, event_id, confirmed or None for a rejection)
+        self.answered: dict[str, tuple[str, str, bool | None]] = {}
         self.cancelled: set[str] = set()
         self.released: set[str] = set()
         self.confirmed: dict[str, int] = {}
@@ -609,17 +610,18 @@ class OneSku(RuleBasedStateMachine):
         assert self.state.safety_stock == threshold
         self.history.append(("safety", cmd))
 
-    @rule(order=ORDERS, line=LINES, quantity=st.integers(1, 6))
-    def reserve_line(self, order: str, line: int, quantity: int) -> None:
+    @rule(order=ORDERS, line=LINES, quantity=st.integers(1, 6), paid=st.booleans())
+    def reserve_line(self, order: str, line: int, quantity: int, paid: bool) -> None:
         key = f"{order}:{line}"
         before = self.state
-        cmd = reserve_cmd(order, line, quantity)
+        cmd = reserve_cmd(order, line, quantity, paid=paid)
         decision = decide(self.book, cmd)
         event = only_event(decision)
         assert event.event_id == derive_id("reserve-outcome", order, line)
         self.history.append(("reserve", cmd))
         if key in self.answered:  # a second command for the line: the first answer stands
-            assert (event.event_type, event.event_id) == self.answered[key]
+            assert (event.event_type, event.event_id,
+                    getattr(event, "confirmed", None)) == self.answered[key]
             assert decision.state == before
             assert decision.reservations == {}
             return
@@ -648,9 +650,12 @@ class OneSku(RuleBasedStateMachine):
             # the promise: a reserve never takes more than is available
             assert decision.state.available >= 0
             assert decision.state.available >= before.safety_stock - quantity + 1
-            assert decision.reservations[key].state == "held"
-            self.held[key] = quantity
-        self.answered[key] = (event.event_type, event.event_id)
+            # a paid order's hold is confirmed at once and has no deadline
+            assert event.confirmed is paid and (event.hold_until is None) is paid
+            assert decision.reservations[key].state == ("confirmed" if paid else "held")
+            (self.confirmed if paid else self.held)[key] = quantity
+        self.answered[key] = (event.event_type, event.event_id,
+                              getattr(event, "confirmed", None))
         self.book.apply(decision)
 
     @rule(order=ORDERS, line=LINES)
@@ -793,7 +798,7 @@ class OneSku(RuleBasedStateMachine):
             assert states[key] == "committed"
         for key in self.expired:
             assert states[key] == "expired"
-        for key, (event_type, _) in self.answered.items():
+        for key, (event_type, _, _) in self.answered.items():
             if event_type == "StockRejected":
                 assert states[key] == "rejected"
         assert all(isinstance(r, Reservation) for r in self.book.reservations.values())
@@ -824,6 +829,34 @@ def test_a_confirmed_hold_survives_the_expiry_that_releases_an_unpaid_one() -> N
     again = do(book, expire_cmd(NOW + 2 * HOLD))
     assert again.events == [] and again.state == decision.state  # released exactly once
     assert (again.movements, again.changed, again.reservations) == ([], False, {})
+
+
+def test_a_paid_orders_reserve_is_confirmed_at_once_and_never_expires() -> None:
+    book = stocked(10)
+    decision = do(book, reserve_cmd("paid", quantity=2, paid=True))
+    answer = only_event(decision)
+    assert isinstance(answer, StockReserved)
+    assert answer.confirmed and answer.hold_until is None
+    assert book.states() == {"paid:1": "confirmed"} and counts(book.state) == (10, 2, 8)
+    expiry = do(book, expire_cmd(NOW + 10 * HOLD))
+    assert expiry.events == [] and book.states() == {"paid:1": "confirmed"}
+    replay = do(book, reserve_cmd("paid", quantity=2, paid=True))
+    assert without_time(only_event(replay)) == without_time(answer)  # the same answer
+    assert isinstance(only_event(do(book, confirm_cmd("paid"))), ReservationConfirmed)
+    assert book.states() == {"paid:1": "confirmed"}  # a confirm after it changes nothing
+    committed = do(book, commit_cmd("paid"))
+    assert isinstance(only_event(committed), StockCommitted)
+    assert counts(committed.state) == (8, 0, 8)
+
+
+def test_a_paid_orders_confirmed_hold_is_released_like_any_other() -> None:
+    book = stocked(5)
+    do(book, reserve_cmd("paid", quantity=3, paid=True))
+    released = only_event(do(book, release_cmd("paid")))
+    assert isinstance(released, ReservationReleased) and released.quantity == 3
+    assert counts(book.state) == (5, 0, 5)
+    replay = only_event(do(book, reserve_cmd("paid", quantity=3, paid=True)))
+    assert isinstance(replay, StockReserved) and replay.confirmed  # the original answer
 
 
 def test_an_unpaid_hold_is_not_released_before_its_deadline() -> None:

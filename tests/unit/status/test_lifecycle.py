@@ -99,7 +99,7 @@ def submitted(n_lines: int = 2, *, paid: bool = False) -> OrderSubmitted:
 
 
 def outcome(kind: type[InventoryOutcome], line: int, minutes: float = 1, *,
-            answer: str = "") -> InventoryOutcome:
+            answer: str = "", confirmed: bool = False) -> InventoryOutcome:
     """Inventory's news about one line. Inventory answers a reservation once per (order, line)
     under one id, reserved or rejected; ``answer`` makes a distinct (stray) answer."""
     extra: dict[str, object] = {}
@@ -107,6 +107,8 @@ def outcome(kind: type[InventoryOutcome], line: int, minutes: float = 1, *,
         extra["quantity"] = line
     if kind is StockRejected:
         extra["reason"] = "insufficient_stock"
+    if confirmed:
+        extra["confirmed"] = True
     if kind is ReservationReleased:
         extra["reason"] = "order_cancelled"
     key = "reserve-outcome" if kind in (StockReserved, StockRejected) else kind.__name__
@@ -115,8 +117,10 @@ def outcome(kind: type[InventoryOutcome], line: int, minutes: float = 1, *,
                 order_id=ORDER, line=line, sku=sku_of(line), **extra)
 
 
-def reserved(line: int, minutes: float = 1, *, answer: str = "") -> InventoryOutcome:
-    return outcome(StockReserved, line, minutes, answer=answer)
+def reserved(line: int, minutes: float = 1, *, answer: str = "",
+             confirmed: bool = False) -> InventoryOutcome:
+    """``confirmed``: inventory's answer to a paid order's reserve (held as confirmed)."""
+    return outcome(StockReserved, line, minutes, answer=answer, confirmed=confirmed)
 
 
 def rejected(line: int, minutes: float = 1, *, answer: str = "") -> InventoryOutcome:
@@ -518,13 +522,36 @@ def test_full_life_confirms_and_commits_each_line_exactly_once_at_their_stages()
         (None, S.SUBMITTED), *itertools.pairwise(MAIN_PATH)]
 
 
-def test_channel_paid_order_goes_reserved_then_paid_on_its_last_hold() -> None:
-    run = play(submitted(paid=True), reserved(2, 1), reserved(1, 2))
+def test_channel_paid_order_reserves_as_paid_and_needs_no_confirmation() -> None:
+    run = play(submitted(paid=True))
+    assert [c.paid for c in run.last.commands if isinstance(c, ReserveStock)] == [True, True]
+    run.apply(reserved(2, 1, confirmed=True), reserved(1, 2, confirmed=True))
     assert [(ch.from_status, ch.to_status, ch.at) for ch in run.last.changes] == [
         (S.SUBMITTED, S.RESERVED, at(2)), (S.RESERVED, S.PAID, at(2))]
-    assert per_line(run.last, ConfirmReservation) == Counter({1: 1, 2: 1})
+    assert run.per_line(ConfirmReservation) == Counter()  # inventory confirmed them at once
+    assert {k: ln.state for k, ln in run.order.lines.items()} == {
+        "1": "confirmed", "2": "confirmed"}
     run.apply(payment(5))  # the channel's own payment record: nothing more
     assert silent(run.last) and run.order.status is S.PAID
+    run.apply(scan(PickedUp, 6))
+    assert run.per_line(CommitStock) == Counter({1: 1, 2: 1})
+
+
+def test_channel_paid_order_confirms_a_hold_that_came_back_unconfirmed() -> None:
+    # An answer without "confirmed" (an inventory that predates it) is a plain hold: the
+    # order confirms it on PAID, as for an order paid later.
+    run = play(submitted(paid=True), reserved(2, 1), reserved(1, 2, confirmed=True))
+    assert [(ch.from_status, ch.to_status, ch.at) for ch in run.last.changes] == [
+        (S.SUBMITTED, S.RESERVED, at(2)), (S.RESERVED, S.PAID, at(2))]
+    assert per_line(run.last, ConfirmReservation) == Counter({2: 1})
+
+
+def test_channel_paid_order_rejected_releases_its_confirmed_holds() -> None:
+    run = play(submitted(3, paid=True), reserved(1, 1, confirmed=True), rejected(2, 2),
+               reserved(3, 3, confirmed=True))
+    assert run.order.status is S.REJECTED
+    assert run.per_line(ReleaseReservation) == Counter({1: 1, 3: 1})
+    assert run.per_line(ConfirmReservation) == Counter()
 
 
 # --- saga compensation -------------------------------------------------------------------
@@ -943,7 +970,8 @@ def stories(draw: st.DrawFn) -> Story:
 
     order = submitted(n, paid=paid == "channel")
     anytime: list[Event] = [order, *scans, *([payment(5)] if paid == "event" else [])]
-    answers = [reserved(line, line) if ok else rejected(line, line)
+    # inventory holds a paid order's lines as confirmed at once
+    answers = [reserved(line, line, confirmed=paid == "channel") if ok else rejected(line, line)
                for line, ok in results.items()]
     anytime += draw(st.lists(st.sampled_from(anytime), max_size=4))  # redeliveries
     answers += draw(st.lists(st.sampled_from(answers), max_size=3))
@@ -1000,7 +1028,7 @@ def test_any_delivery_order_ends_where_the_full_set_of_inputs_says(story: Story)
             {MAIN_PATH.index(ch.to_status) for ch in changes})
         assert run.per_line(ReleaseReservation) == Counter()
         assert run.per_line(ConfirmReservation) == (
-            held if rank >= MAIN_PATH.index(S.PAID) else Counter())
+            held if rank >= MAIN_PATH.index(S.PAID) and story.paid != "channel" else Counter())
         assert run.per_line(CommitStock) == (
             held if rank >= MAIN_PATH.index(S.PICKED_UP) else Counter())
 
