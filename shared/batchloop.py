@@ -117,6 +117,7 @@ class BatchLoop(ConsumerRebalanceListener):
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.sender: BatchSender | None = None
+        self._con: asyncpg.Connection | None = None  # its own, held across batches
         self._names = {self.conn.topic(n): n for n in self.topics}
 
     # --- life cycle -------------------------------------------------------------------------
@@ -142,6 +143,7 @@ class BatchLoop(ConsumerRebalanceListener):
                         await self.process(records)
         finally:
             self.ready = False
+            await self._release_connection()
             await self.consumer.stop()
             await producer.stop()
 
@@ -193,33 +195,46 @@ class BatchLoop(ConsumerRebalanceListener):
             self.metrics.processing_seconds.labels(topic).observe(elapsed)
 
     async def _attempt(self, records: list[Record]) -> None:
-        """One try at a batch, on one database connection (one pool round trip and reset per
-        batch, not one per step). A try that fails forgets what it decided: the next try,
-        or the record-by-record one, decides again from the saved state."""
+        """One try at a batch, on the loop's database connection. A try that fails forgets
+        what it decided, and closes the connection: the next try, or the record-by-record
+        one, decides again from the saved state on a new one."""
         try:
             await self._attempt_once(records)
         except BaseException:
             if self.state is not None:
                 self.state.discard_unsaved()
+            await self._release_connection()  # maybe broken: the next try opens another
             raise
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The loop's database connection, its own and held across batches (see
+        :meth:`Database.connect`): a pooled one per batch costs a session reset and its
+        round trip each time, which at low load costs more than the batch's writes."""
+        if self._con is None or self._con.is_closed():
+            self._con = await self.runtime.db.connect()
+        return self._con
+
+    async def _release_connection(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            await self.runtime.db.disconnect(con)
 
     async def _attempt_once(self, records: list[Record]) -> None:
         policy, state = self.policy, self.state
         decoded, done = decode_batch(records, policy, self.conn.topic)
-        pool = await self.runtime.db.pool()
-        async with pool.acquire() as con:
-            if state is not None:
-                wanted = [(r.partition, key) for r in decoded
-                          if (key := self.handler.state_key(r)) is not None]
-                if wanted:
-                    await state.load(con, wanted)
-            decide_batch(decoded, self.handler,
-                         state.view if state is not None else _no_state, policy, done)
-            if done.rows:
-                await self.handler.write(con, done.rows)
-            await self._send(done.out)
-            if state is not None and state.dirty:
-                await state.save(con)
+        con = await self._connection()
+        if state is not None:
+            wanted = [(r.partition, key) for r in decoded
+                      if (key := self.handler.state_key(r)) is not None]
+            if wanted:
+                await state.load(con, wanted)
+        decide_batch(decoded, self.handler,
+                     state.view if state is not None else _no_state, policy, done)
+        if done.rows:
+            await self.handler.write(con, done.rows)
+        await self._send(done.out)
+        if state is not None and state.dirty:
+            await state.save(con)
         await self._commit(done.commits)
         for (topic, event_type), n in done.counted_out.items():
             policy.count_out(topic, event_type, n)

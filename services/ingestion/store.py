@@ -51,38 +51,40 @@ async def save_orders(con: asyncpg.Connection,
                       orders: Sequence[tuple[OrderSubmitted, PaymentState]],
                       payments: Mapping[str, PaymentState]) -> int:
     """Insert a batch's new orders and their lines once (idempotent: an order stored before
-    is left as it is), then set the payment state of ``payments``' orders, all in one
-    transaction on ``con``; returns how many orders were new. The month partitions come
-    first, in their own transaction, so a batch rolled back never leaves one half-known."""
+    is left as it is), then set the payment state of ``payments``' orders; returns how many
+    orders were new. The month partitions come first, in their own transaction, so a batch
+    rolled back never leaves one half-known."""
     for month in {month_of(order.placed_at) for order, _ in orders}:
         await ensure_month(con, datetime(*month, 1, tzinfo=UTC))
-    async with con.transaction():
-        inserted: set[str] = set()
-        if orders:
-            rows = await con.fetch(
-                "INSERT INTO orders (order_id, channel, channel_order_id, customer_id,"
-                " currency, total, payment, placed_at, event_id)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
-                " ON CONFLICT DO NOTHING RETURNING order_id",
-                *columns([(o.order_id, o.channel.value, o.channel_order_id,
-                            o.customer.customer_id, o.currency, o.total, payment.value,
-                            o.placed_at, o.event_id) for o, payment in orders], 9))
-            inserted = {r["order_id"] for r in rows}
-        lines = [(o.order_id, o.placed_at, ln.line, ln.sku, ln.quantity, ln.unit_price)
-                 for o, _ in orders if o.order_id in inserted for ln in o.lines]
-        if lines:
-            await con.execute(
-                "INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
-                " unit_price) SELECT * FROM unnest($1::text[], $2::timestamptz[],"
-                " $3::int[], $4::text[], $5::int[], $6::numeric[]) ON CONFLICT DO NOTHING",
-                *columns(lines, 6))
-        if payments:
-            await con.execute(
-                "UPDATE orders SET payment = u.payment, updated_at = now()"
-                " FROM unnest($1::text[], $2::text[]) AS u(order_id, payment)"
-                " WHERE orders.order_id = u.order_id",
-                list(payments), [p.value for p in payments.values()])
+    inserted: set[str] = set()
+    if orders:
+        # One statement (one round trip, atomic): the orders, and the lines of those that
+        # are new. A crash cannot leave an order without its lines.
+        rows = await con.fetch(
+            "WITH new AS (INSERT INTO orders (order_id, channel, channel_order_id,"
+            " customer_id, currency, total, payment, placed_at, event_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::text[], $6::numeric[], $7::text[], $8::timestamptz[], $9::text[])"
+            " ON CONFLICT DO NOTHING RETURNING order_id),"
+            " lines AS (INSERT INTO order_lines (order_id, placed_at, line, sku, quantity,"
+            " unit_price) SELECT l.o, l.p, l.n, l.s, l.q, l.u FROM unnest($10::text[],"
+            " $11::timestamptz[], $12::int[], $13::text[], $14::int[], $15::numeric[])"
+            " AS l(o, p, n, s, q, u) JOIN new ON new.order_id = l.o ON CONFLICT DO NOTHING)"
+            " SELECT order_id FROM new",
+            *columns([(o.order_id, o.channel.value, o.channel_order_id,
+                        o.customer.customer_id, o.currency, o.total, payment.value,
+                        o.placed_at, o.event_id) for o, payment in orders], 9),
+            *columns([(o.order_id, o.placed_at, ln.line, ln.sku, ln.quantity, ln.unit_price)
+                      for o, _ in orders for ln in o.lines], 6))
+        inserted = {r["order_id"] for r in rows}
+    if payments:
+        # After the orders (it may update one inserted just now); on its own, since a
+        # redelivered batch sets the same states again.
+        await con.execute(
+            "UPDATE orders SET payment = u.payment, updated_at = now()"
+            " FROM unnest($1::text[], $2::text[]) AS u(order_id, payment)"
+            " WHERE orders.order_id = u.order_id",
+            list(payments), [p.value for p in payments.values()])
     return len(inserted)
 
 

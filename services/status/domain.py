@@ -495,8 +495,9 @@ def _move(state: OrderState, to: OrderStatus, cause: Event, *, detail: str = "",
         detail = f"{detail}; payment was collected: refund it".lstrip("; ")
     change = _change(state, state.status, to, cause, detail)
     entered = {**state.entered, to.value: state.entered.get(to.value, 0) + 1}
-    new = replace(_bumped(state), {
-        "status": to, "status_since": change.at, "entered": entered,
+    new = replace(state, {
+        "version": state.version + 1, "status": to, "status_since": change.at,
+        "entered": entered,
         "exception_rank": None if to != S.DELIVERY_EXCEPTION else state.exception_rank,
     })
     commands: list[InventoryCommand] = []

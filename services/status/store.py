@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.status.domain import HistoryNote, OrderState, Waiting
-from shared.db import columns
+from shared.db import Statement, columns
 from shared.events import FulfilmentEvent, OrderStatusChanged
 
 
@@ -47,11 +47,11 @@ class Written:
 
 
 async def record_all(con: asyncpg.Connection, decisions: Sequence[Written]) -> None:
-    """Write a batch of decisions in one transaction, one statement per table: history
-    (changes and notes, in the order they were decided: ``seq`` follows it), carrier
-    events, the current rows. Replays write nothing twice (ids), and an older version never
-    overwrites a newer row; of several decisions about one order only the last state is
-    written."""
+    """Write a batch of decisions as one statement (one round trip, atomic), one part per
+    table: history (changes and notes, in the order they were decided: ``seq`` follows it),
+    carrier events, the current rows, waiting orders. Replays write nothing twice (ids), and
+    an older version never overwrites a newer row; of several decisions about one order only
+    the last state is written."""
     history: list[tuple[Any, ...]] = []
     for d in decisions:
         history.extend((c.event_id, c.order_id, c.from_status, c.to_status, c.at,
@@ -71,69 +71,68 @@ async def record_all(con: asyncpg.Connection, decisions: Sequence[Written]) -> N
                 created.add(d.state.order_id)
     current = [(d.state, d.schedule) for d in last.values() if isinstance(d.state, OrderState)]
     waiting = [d.state for d in last.values() if isinstance(d.state, Waiting)]
-    async with con.transaction():
-        if history:
-            await con.execute(
-                "INSERT INTO status_history (event_id, order_id, from_status, to_status, at,"
-                " cause_event_id, detail, applied, reported, tracking_number)"
-                " SELECT e, o, f, t, a, c, d, ap, r, tn FROM unnest($1::text[], $2::text[],"
-                " $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],"
-                " $8::boolean[], $9::text[], $10::text[])"
-                " WITH ORDINALITY AS u(e, o, f, t, a, c, d, ap, r, tn, n)"
-                " ORDER BY n ON CONFLICT (event_id) DO NOTHING",
-                *columns(history, 10))
-        if scans:
-            await con.execute(
-                "INSERT INTO carrier_events (event_id, order_id, event_type, source, via,"
-                " carrier, tracking_number, location, detail, scanned_at, received_at)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],"
-                " $10::timestamptz[], $11::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
-                *columns(scans, 11))
-        if current:
-            await _upsert_current(con, current)
-        if created:
-            await con.execute("DELETE FROM waiting_orders WHERE order_id = ANY($1::text[])",
-                              list(created))
-        if waiting:
-            await con.execute(
-                "INSERT INTO waiting_orders (order_id, since, events)"
-                " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[])"
-                " ON CONFLICT (order_id) DO UPDATE SET events = excluded.events",
-                [w.order_id for w in waiting], [w.since for w in waiting],
-                [len(w.events) for w in waiting])
+    statement = Statement()
+    if history:
+        statement.add(
+            "INSERT INTO status_history (event_id, order_id, from_status, to_status, at,"
+            " cause_event_id, detail, applied, reported, tracking_number)"
+            " SELECT e, o, f, t, a, c, d, ap, r, tn FROM unnest({}::text[], {}::text[],"
+            " {}::text[], {}::text[], {}::timestamptz[], {}::text[], {}::text[],"
+            " {}::boolean[], {}::text[], {}::text[])"
+            " WITH ORDINALITY AS u(e, o, f, t, a, c, d, ap, r, tn, n)"
+            " ORDER BY n ON CONFLICT (event_id) DO NOTHING",
+            *columns(history, 10))
+    if scans:
+        statement.add(
+            "INSERT INTO carrier_events (event_id, order_id, event_type, source, via,"
+            " carrier, tracking_number, location, detail, scanned_at, received_at)"
+            " SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[],"
+            " {}::text[], {}::text[], {}::text[], {}::text[], {}::text[],"
+            " {}::timestamptz[], {}::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
+            *columns(scans, 11))
+    if current:
+        statement.add(_UPSERT_CURRENT, *columns(
+            [(s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
+              s.status_since, s.version, s.paid, s.placed_at, s.carrier, s.tracking_number,
+              s.last_scan_at, s.last_news_at, when.next_poll_at if when else None,
+              when.deadline_at if when else None) for s, when in current], 15))
+    if created:
+        # Disjoint from ``waiting``: an order that was created is never waiting again.
+        statement.add("DELETE FROM waiting_orders WHERE order_id = ANY({}::text[])",
+                      list(created))
+    if waiting:
+        statement.add(
+            "INSERT INTO waiting_orders (order_id, since, events)"
+            " SELECT * FROM unnest({}::text[], {}::timestamptz[], {}::int[])"
+            " ON CONFLICT (order_id) DO UPDATE SET events = excluded.events",
+            [w.order_id for w in waiting], [w.since for w in waiting],
+            [len(w.events) for w in waiting])
+    await statement.execute(con)
 
 
-async def _upsert_current(con: asyncpg.Connection,
-                          rows: Sequence[tuple[OrderState, Schedule | None]]) -> None:
-    await con.execute(
-        "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, status,"
-        " status_since, version, paid, placed_at, carrier, tracking_number, last_scan_at,"
-        " last_news_at, next_poll_at, deadline_at)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::timestamptz[], $7::int[], $8::boolean[], $9::timestamptz[], $10::text[],"
-        " $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],"
-        " $15::timestamptz[])"
-        " ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
-        " status_since = excluded.status_since, version = excluded.version,"
-        " paid = excluded.paid, carrier = excluded.carrier,"
-        " tracking_number = excluded.tracking_number, last_scan_at = excluded.last_scan_at,"
-        " last_news_at = excluded.last_news_at, next_poll_at = excluded.next_poll_at,"
-        " poll_attempts = CASE WHEN orders.last_news_at IS DISTINCT FROM excluded.last_news_at"
-        "   THEN 0 ELSE orders.poll_attempts END,"
-        " deadline_at = excluded.deadline_at,"
-        " alerted_at = CASE WHEN orders.deadline_at IS DISTINCT FROM excluded.deadline_at"
-        "   THEN NULL ELSE orders.alerted_at END,"
-        " alerts = CASE WHEN orders.status IS DISTINCT FROM excluded.status"
-        "   THEN 0 ELSE orders.alerts END,"
-        " updated_at = now()"
-        " WHERE orders.version < excluded.version",
-        *columns([(s.order_id, s.channel, s.channel_order_id, s.customer_id, s.status,
-                   s.status_since, s.version, s.paid, s.placed_at, s.carrier,
-                   s.tracking_number, s.last_scan_at, s.last_news_at,
-                   when.next_poll_at if when else None, when.deadline_at if when else None)
-                  for s, when in rows], 15),
-    )
+_UPSERT_CURRENT = (
+    "INSERT INTO orders (order_id, channel, channel_order_id, customer_id, status,"
+    " status_since, version, paid, placed_at, carrier, tracking_number, last_scan_at,"
+    " last_news_at, next_poll_at, deadline_at)"
+    " SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[],"
+    " {}::timestamptz[], {}::int[], {}::boolean[], {}::timestamptz[], {}::text[],"
+    " {}::text[], {}::timestamptz[], {}::timestamptz[], {}::timestamptz[],"
+    " {}::timestamptz[])"
+    " ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
+    " status_since = excluded.status_since, version = excluded.version,"
+    " paid = excluded.paid, carrier = excluded.carrier,"
+    " tracking_number = excluded.tracking_number, last_scan_at = excluded.last_scan_at,"
+    " last_news_at = excluded.last_news_at, next_poll_at = excluded.next_poll_at,"
+    " poll_attempts = CASE WHEN orders.last_news_at IS DISTINCT FROM excluded.last_news_at"
+    "   THEN 0 ELSE orders.poll_attempts END,"
+    " deadline_at = excluded.deadline_at,"
+    " alerted_at = CASE WHEN orders.deadline_at IS DISTINCT FROM excluded.deadline_at"
+    "   THEN NULL ELSE orders.alerted_at END,"
+    " alerts = CASE WHEN orders.status IS DISTINCT FROM excluded.status"
+    "   THEN 0 ELSE orders.alerts END,"
+    " updated_at = now()"
+    " WHERE orders.version < excluded.version"
+)
 
 
 # --- the carrier poller --------------------------------------------------------------------
