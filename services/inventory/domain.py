@@ -229,7 +229,7 @@ def commit(state: SkuState, existing: Reservation | None, cmd: CommitStock, *,
     if res.state not in ("held", "confirmed"):
         raise InvalidRecord("not_held", f"reservation {key} is {res.state}, cannot commit it")
     new = replace(state, {"on_hand": state.on_hand - res.quantity,
-                                   "reserved": state.reserved - res.quantity})
+                          "reserved": state.reserved - res.quantity})
     movement = Movement(event_id, state.sku, "commit", -res.quantity, -res.quantity,
                         cmd.order_id, cmd.line, "shipped", "status", now)
     return Decision(new, [event], [movement], changed=True,

@@ -585,7 +585,7 @@ def _note(state: OrderState, cause: Event, reported: str, detail: str) -> Decisi
 
 def _seen(state: OrderState, event: Event) -> OrderState:
     return replace(state, {"seen": (*state.seen, event.event_id),
-                                    "version": state.version + 1})
+                           "version": state.version + 1})
 
 
 def _bumped(state: OrderState) -> OrderState:
