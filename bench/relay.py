@@ -19,11 +19,10 @@ and commits the batch's offsets once every record it produced is acknowledged:
 
 Nothing is decoded: the harness puts the order's SKUs (``k``, space-separated) and paid
 flag (``p``) in headers of the ``orders.raw`` record, and every hop passes them on, with
-the order key (``o``) and the command kind (``t``: r = reserve, the only kind the flow
-sends) on commands and answers; the status hop counts answers per order in a dict. No
-database, no pydantic, no JSON parsing. Values are small fixed-format JSON (padded to
-about the size of the real events) so that the harness reads both contenders' answers the
-same way.
+the order key (``o``) on commands (all reserves) and answers; the status hop counts
+answers per order in a dict. No database, no pydantic, no JSON parsing. Values are small
+fixed-format JSON (padded to about the size of the real events) so that the harness reads
+both contenders' answers the same way.
 
 Each worker writes the partitions it holds to ``$BENCH_RELAY_READY_DIR/<name>.json`` after
 every rebalance, so that the harness knows when the group is complete.
@@ -151,10 +150,8 @@ class Relay:
         if topic == ORDERS_SUBMITTED:
             await self.send(ORDERS_STATUS, r.key, _status(r.key, b"SUBMITTED"),
                             [("s", b"SUBMITTED")])
-            await self._commands(r.key, headers, b"r")
+            await self._reserves(r.key, headers)
             return
-        if headers.get("t") != b"r":
-            return  # not a reserve's answer: nothing follows it
         seen = self.answers.get(r.key, 0) + 1
         if seen < len(headers["k"].split()):
             self.answers[r.key] = seen
@@ -164,9 +161,9 @@ class Relay:
         if headers.get("p") == b"1":
             await self.send(ORDERS_STATUS, r.key, _status(r.key, b"PAID"), [("s", b"PAID")])
 
-    async def _commands(self, key: bytes, headers: dict[str, bytes], kind: bytes) -> None:
+    async def _reserves(self, key: bytes, headers: dict[str, bytes]) -> None:
         skus = headers["k"]
-        out = [("o", key), ("k", skus), ("p", headers.get("p", b"0")), ("t", kind)]
+        out = [("o", key), ("k", skus), ("p", headers.get("p", b"0"))]
         for sku in skus.split():
             await self.send(INVENTORY_COMMANDS, sku, _body(b"order_id", key, "command"), out)
 
@@ -177,8 +174,7 @@ class Relay:
         headers = list(r.headers)
         order = next(v for k, v in headers if k == "o")
         await self.send(INVENTORY_EVENTS, order, _body(b"order_id", order, "answer"), headers)
-        if any(k == "t" and v == b"r" for k, v in headers):
-            levels.add(r.key)
+        levels.add(r.key)  # every command is a reserve
 
     async def _notifier(self, topic: str, r: ConsumerRecord, levels: set[bytes]) -> None:
         if any(k == "s" and v in (b"RESERVED", b"REJECTED") for k, v in r.headers):

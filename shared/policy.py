@@ -98,22 +98,15 @@ class RecordPolicy:
 
     # --- decoding and dead letters --------------------------------------------------------
 
-    def decode(self, record: Record,
-               counts: Counter[tuple[str, str]] | None = None) -> Record:
+    def decode(self, record: Record, counts: Counter[tuple[str, str]]) -> Record:
         """The record with its value decoded to the topic's event model (raw topics: bytes),
-        counted in (on ``counts``, when given, for the caller to add once per batch).
-        Raises :class:`~shared.codec.InvalidRecord`."""
+        counted on ``counts`` by (topic, event type), for the caller to add to the metrics
+        once per batch (:meth:`count_in`). Raises :class:`~shared.codec.InvalidRecord`."""
         if not TOPICS[record.topic].typed:
-            if counts is None:
-                self.count_in(record.topic, "raw")
-            else:
-                counts[(record.topic, "raw")] += 1
+            counts[(record.topic, "raw")] += 1
             return record
         event = codec.decode(record.topic, record.raw)
-        if counts is None:
-            self.count_in(record.topic, event.event_type)
-        else:
-            counts[(record.topic, event.event_type)] += 1
+        counts[(record.topic, event.event_type)] += 1
         return Record(record.topic, record.key, event, record.headers, record.partition,
                       record.offset, record.raw, record.timestamp)  # not replace(): hot path
 
