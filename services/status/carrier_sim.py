@@ -56,7 +56,7 @@ from services.status.carriers.model import (
     carrier_code,
     normalize_state,
 )
-from services.status.simserve import serve
+from shared.simserve import serve
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.status.simserve import serve
+from shared.simserve import serve
 
 log = logging.getLogger(__name__)
 
