@@ -144,7 +144,11 @@ class Customer(BaseModel):
     customer_id: str = Field(min_length=1, max_length=64)
     nickname: str | None = Field(default=None, max_length=64)
     email: str | None = Field(default=None, max_length=254)
-    phone: str | None = Field(default=None, max_length=32)
+    phone: str | None = Field(default=None, max_length=32,
+                              description="Mobile number; masked numbers (with *) reach no one")
+    wechat_openid: str | None = Field(default=None, max_length=64,
+                                      description="The customer's openid on the shop's WeChat "
+                                                  "Official Account")
     locale: str = Field(default="zh-CN", max_length=16)
     time_zone: str = Field(default="Asia/Shanghai", max_length=64, description="IANA zone name")
     vip: bool = False
@@ -425,6 +429,10 @@ class NotificationOutcome(Event):
     status: OrderStatus
     channel: str = Field(examples=["sms", "wechat", "inapp", "email"])
     recipient: str = Field(description="Masked recipient")
+    message_id: str = Field(default="", max_length=64,
+                            description="The one logical message for (order, status, channel)")
+    provider: str = Field(default="", max_length=32,
+                          examples=["aliyun", "tencent", "wechat", "smtp", "inbox"])
 
 
 class NotificationAttempted(NotificationOutcome):

@@ -29,6 +29,7 @@ class ChannelCustomer(BaseModel):
     nickname: str | None = Field(default=None, max_length=64)
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32)
+    wechat_openid: str | None = Field(default=None, max_length=64)
     locale: str = "zh-CN"
     time_zone: str = "Asia/Shanghai"
     vip: bool = False

@@ -27,6 +27,7 @@ class WebCustomer(BaseModel):
     nickname: str | None = Field(default=None, max_length=64)
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32)
+    wechat_openid: str | None = Field(default=None, max_length=64)
     locale: str = "zh-CN"
     time_zone: str = "Asia/Shanghai"
     vip: bool = False
@@ -72,8 +73,8 @@ def normalise(payload: Any, *, zone: str) -> ChannelOrder:
         placed_at=order.placed_at,
         currency=order.currency,
         customer=ChannelCustomer(customer_id=c.id, nickname=c.nickname, email=c.email,
-                                 phone=c.phone, locale=c.locale, time_zone=c.time_zone,
-                                 vip=c.vip),
+                                 phone=c.phone, wechat_openid=c.wechat_openid,
+                                 locale=c.locale, time_zone=c.time_zone, vip=c.vip),
         lines=tuple(ChannelLine(sku=ln.sku, quantity=ln.quantity, unit_price=ln.unit_price)
                     for ln in order.lines),
         payment=(PaymentState.CANCELLED if order.cancelled

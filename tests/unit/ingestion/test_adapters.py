@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from services.ingestion.channels import ADAPTERS
 from services.ingestion.channels.base import ChannelOrder, PaymentState
+from services.ingestion.domain import to_submitted
 from shared.codec import InvalidRecord
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
@@ -666,3 +667,10 @@ def test_arbitrary_json_is_an_order_or_a_named_rejection(channel: str, payload: 
         ADAPTERS[channel].order_id_of(payload)
     except InvalidRecord as exc:
         assert exc.reason == "missing_order_id"
+
+
+def test_the_web_customer_carries_phone_email_and_wechat_openid_to_the_order() -> None:
+    order = ADAPTERS["web"].normalise(sample("web", "paid"), zone=SHANGHAI)
+    submitted = to_submitted(order)
+    assert (submitted.customer.phone, submitted.customer.wechat_openid) == (
+        "13800138000", "oWx3s5Yc-Z1kLmN2pQr8sTuVwXyA")
