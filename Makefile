@@ -48,6 +48,7 @@ test-e2e: install
 
 lint: install
 	$(BIN)/ruff check services shared tests bench
+	$(BIN)/orderstream templates check
 
 bench: bench-hot bench-flow  ## every benchmark
 

@@ -122,6 +122,20 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return schemadoc.main(["--out", args.out])
 
 
+def cmd_templates(args: argparse.Namespace) -> int:
+    """Load and lint the notifier's customer-message templates; one line per problem."""
+    from services.notifier import templates
+
+    try:
+        catalogue = templates.load_catalogue(args.dir)
+    except templates.CatalogueError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    print(catalogue.summary())
+    return 0
+
+
 class _Stop(Exception):
     pass
 
@@ -275,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("docs", help="write JSON Schema and AsyncAPI for every topic")
     p.add_argument("--out", default=str(Path("docs")))
     p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser("templates", help="check the customer-message templates: syntax, "
+                       "variables, coverage and provider rules (exit 1 when any problem)")
+    p.add_argument("action", choices=("check",))
+    p.add_argument("--dir", help="catalogue directory (default: the shipped one)")
+    p.set_defaults(func=cmd_templates)
     return parser
 
 
