@@ -1,0 +1,1 @@
+"""Customer-message provider adapters: SMS (Aliyun, Tencent Cloud), WeChat, e-mail."""
