@@ -70,6 +70,9 @@ class Receipt:
     at: datetime                          # UTC, tz-aware
     message_id: str | None = None         # ours, where the receipt carries it
     recipient: str | None = None
+    #: False when a query found the message with the provider but no result yet: it went,
+    #: so it must not be sent again
+    final: bool = True
 
 
 class Provider(Protocol):
@@ -84,8 +87,10 @@ class Provider(Protocol):
 
     async def query(self, message: Outgoing, provider_message_id: str | None,
                     sent_at: datetime) -> Receipt | None:
-        """What the provider knows of an earlier send (SMS send-detail queries): a receipt,
-        or None when it has no record of it (then it was never sent) or no answer yet."""
+        """What the provider knows of an earlier send (SMS send-detail queries): a receipt
+        (``final=False`` when it has the message but no result yet), or None when it shows
+        no record of it. Raises when the provider gives no usable answer: that says nothing
+        about the message."""
 
     async def close(self) -> None: ...
 
