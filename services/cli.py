@@ -17,7 +17,7 @@ from types import FrameType
 
 from services import kafka_cluster, stack
 from services.stack import free_port
-from services.supervisor import SERVICES, Child, Supervisor, SupervisorError
+from services.supervisor import SERVICES, Child, Supervisor, SupervisorError, configured_port
 from shared.kafka_admin import ensure_topics
 from shared.settings import ConnectionSettings
 
@@ -147,18 +147,27 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 #: secrets of the demo's simulated outside world (never used anywhere real)
 DEMO_WMS_SECRET = "demo-wms-secret"
 _DEMO_KUAIDI100 = {"customer": "demo-customer", "key": "demo-key", "salt": "demo-salt"}
+_DEMO_SMS = {"key-id": "demo-sms-key", "secret": "demo-sms-secret", "sdk-app-id": "1400000001"}
+_DEMO_WECHAT = {"app-id": "wxdemo0000000001", "app-secret": "demo-wechat-secret",
+                "token": "demo-wechat-token"}
 _HELPER_NOTES = {
     "carriers": "Kuaidi100 simulator (POST /sim/shipments)",
     "robot": "operator robot simulator",
-    "mailbox": "(SMTP) alert e-mail is printed to its log",
+    "mailbox": "(SMTP) alert and customer e-mail is printed to its log",
+    "sms-aliyun": "Aliyun SMS simulator (GET /sim/messages)",
+    "sms-tencent": "Tencent Cloud SMS simulator (GET /sim/messages)",
+    "wechat": "WeChat template message simulator (GET /sim/messages)",
 }
 
 
 def _simulators(log_dir: Path) -> tuple[list[Child], dict[str, str]]:
-    """The outside world the status service talks to, simulated for the demo: a carrier
-    tracking API (Kuaidi100 style), an operator robot and a mailbox. Settings that are
-    already in the environment win: point them at real systems to leave these unused."""
+    """The outside world the services talk to, simulated for the demo: a carrier tracking
+    API (Kuaidi100 style), an operator robot, a mailbox, two SMS providers and WeChat (which
+    push their receipts back to the notifier). Settings that are already in the environment
+    win: point them at real systems to leave these unused."""
     carrier, robot, mailbox = free_port(), free_port(), free_port()
+    aliyun, tencent, wechat = free_port(), free_port(), free_port()
+    receipts = f"http://127.0.0.1:{configured_port('notifier')}/v1/receipts"
     py = sys.executable
     helpers = [
         Child("carriers", "carriers", carrier, log_dir / "carriers.log", ready_path="/sim/stats",
@@ -169,6 +178,16 @@ def _simulators(log_dir: Path) -> tuple[list[Child], dict[str, str]]:
                     "--key", "demo-robot"]),
         Child("mailbox", "mailbox", mailbox, log_dir / "mailbox.log", ready_path=None,
               argv=[py, "-m", "aiosmtpd", "-n", "-u", "-l", f"127.0.0.1:{mailbox}"]),
+        *(Child(f"sms-{provider}", f"sms-{provider}", port, log_dir / f"sms-{provider}.log",
+                ready_path="/sim/stats",
+                argv=[py, "-m", "services.notifier.sms_sim", "--provider", provider,
+                      "--port", str(port), "--callback-url", f"{receipts}/{provider}",
+                      *(f"--{k}={v}" for k, v in _DEMO_SMS.items())])
+          for provider, port in (("aliyun", aliyun), ("tencent", tencent))),
+        Child("wechat", "wechat", wechat, log_dir / "wechat.log", ready_path="/sim/stats",
+              argv=[py, "-m", "services.notifier.wechat_sim", "--port", str(wechat),
+                    "--callback-url", f"{receipts}/wechat",
+                    *(f"--{k}={v}" for k, v in _DEMO_WECHAT.items())]),
     ]
     env = {
         "ORDERSTREAM_STATUS_KUAIDI100_URL": f"http://127.0.0.1:{carrier}",
@@ -181,6 +200,19 @@ def _simulators(log_dir: Path) -> tuple[list[Child], dict[str, str]]:
         "ORDERSTREAM_STATUS_NOTICE_EMAIL_TO": json.dumps(["ops@localhost"]),
         "ORDERSTREAM_STATUS_SMTP_HOST": "127.0.0.1",
         "ORDERSTREAM_STATUS_SMTP_PORT": str(mailbox),
+        "ORDERSTREAM_NOTIFIER_SMTP_HOST": "127.0.0.1",
+        "ORDERSTREAM_NOTIFIER_SMTP_PORT": str(mailbox),
+        "ORDERSTREAM_NOTIFIER_ALIYUN_SMS_URL": f"http://127.0.0.1:{aliyun}",
+        "ORDERSTREAM_NOTIFIER_ALIYUN_ACCESS_KEY_ID": _DEMO_SMS["key-id"],
+        "ORDERSTREAM_NOTIFIER_ALIYUN_ACCESS_KEY_SECRET": _DEMO_SMS["secret"],
+        "ORDERSTREAM_NOTIFIER_TENCENT_SMS_URL": f"http://127.0.0.1:{tencent}",
+        "ORDERSTREAM_NOTIFIER_TENCENT_SECRET_ID": _DEMO_SMS["key-id"],
+        "ORDERSTREAM_NOTIFIER_TENCENT_SECRET_KEY": _DEMO_SMS["secret"],
+        "ORDERSTREAM_NOTIFIER_TENCENT_SDK_APP_ID": _DEMO_SMS["sdk-app-id"],
+        "ORDERSTREAM_NOTIFIER_WECHAT_URL": f"http://127.0.0.1:{wechat}",
+        "ORDERSTREAM_NOTIFIER_WECHAT_APP_ID": _DEMO_WECHAT["app-id"],
+        "ORDERSTREAM_NOTIFIER_WECHAT_APP_SECRET": _DEMO_WECHAT["app-secret"],
+        "ORDERSTREAM_NOTIFIER_WECHAT_TOKEN": _DEMO_WECHAT["token"],
     }
     return helpers, {k: v for k, v in env.items() if k not in os.environ}
 
@@ -201,7 +233,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     asyncio.run(ensure_topics(conn))
     log_dir = info.state_dir.parent / "logs"
     helpers: list[Child] = []
-    if "status" in args.services and not args.no_simulators:
+    if {"status", "notifier"} & set(args.services) and not args.no_simulators:
         helpers, sim_env = _simulators(log_dir)
         env.update(sim_env)
     supervisor = Supervisor(env, log_dir=log_dir, services=tuple(args.services),
@@ -218,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for child in supervisor.children:
             what = (f"{child.url}/metrics" if child.argv is None
                     else f"{child.url}  {_HELPER_NOTES[child.name]}")
-            print(f"  {child.name:<10}{what}  log {child.log_path}")
+            print(f"  {child.name:<12}{what}  log {child.log_path}")
         print("Ctrl-C stops everything.", flush=True)
         while not (dead := supervisor.dead()):
             time.sleep(0.5)
@@ -252,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     p.add_argument("--keep-stack", action="store_true", help="leave broker and database running")
     p.add_argument("--no-simulators", action="store_true",
-                   help="do not start the simulated carrier API, operator robot and mailbox")
+                   help="do not start the simulated carrier API, operator robot, mailbox, "
+                        "SMS providers and WeChat")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stack", help="the embedded broker and PostgreSQL")

@@ -113,8 +113,10 @@ class System:
 def running_system(stack_info: StackInfo, broker: Any, work: Path,
                    extra_env: dict[str, str] | None = None,
                    extra_workers: dict[str, int] | None = None,
-                   services: tuple[str, ...] = SERVICES) -> Iterator[System]:
-    """The four services on their own topic prefix, group ids and schemas."""
+                   services: tuple[str, ...] = SERVICES,
+                   ports: dict[str, int] | None = None) -> Iterator[System]:
+    """The four services on their own topic prefix, group ids and schemas (on ``ports``
+    where given: a test whose simulators call a service back needs its port first)."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     conn = ConnectionSettings(
         kafka_bootstrap_servers=stack_info.kafka_bootstrap_servers,
@@ -134,7 +136,8 @@ def running_system(stack_info: StackInfo, broker: Any, work: Path,
         **(extra_env or {}),
     }
     supervisor = Supervisor(
-        env, work / "logs", services=services, ports={name: free_port() for name in services},
+        env, work / "logs", services=services,
+        ports={name: (ports or {}).get(name) or free_port() for name in services},
         workers={service: [free_port() for _ in range(n)]
                  for service, n in (extra_workers or {}).items()})
     supervisor.start()

@@ -536,3 +536,11 @@ async def test_runs_as_a_process_and_stops_on_sigterm(client_for: ClientFactory)
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_health_check_says_whether_a_token_can_be_had(make_sim: SimFactory,
+                                                                client_for: ClientFactory
+                                                                ) -> None:
+    sim = await make_sim()
+    assert await client_for(sim.base_url).check()
+    assert not await client_for(sim.base_url, secret="wrong-secret").check()

@@ -343,6 +343,14 @@ class WeChatTemplate:
                     sent_at: datetime) -> Receipt | None:
         return None  # WeChat has no look-up for template messages: only the pushed receipt
 
+    async def check(self) -> bool:
+        """Whether a valid access token can be had now (the cached one, or a fresh one)."""
+        try:
+            await self._access_token(asyncio.get_running_loop().time() + self.timeout, None)
+        except _TokenError:
+            return False
+        return True
+
     async def close(self) -> None:
         if self._own_session and self._session is not None:
             await self._session.close()
