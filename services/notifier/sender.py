@@ -56,7 +56,6 @@ class Round:
         [], [], [], [], [], []))
     outcomes: list[tuple[str, Event]] = field(default_factory=list)
     alerts: list[tuple[str, Event]] = field(default_factory=list)
-    first_deliveries: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -137,17 +136,10 @@ class Dispatcher:
             await self.publish(OPS_ALERTS, work.alerts)
         async with pool.acquire() as con:
             await store.record(con, work.recorded)
-            if work.recorded.reached:
-                first = await con.fetch(
-                    "UPDATE notifications n SET reached_at = u.a FROM unnest($1::text[],"
-                    " $2::timestamptz[]) AS u(id, a) WHERE n.notification_id = u.id"
-                    " AND n.reached_at IS NULL RETURNING n.trigger, n.at, u.a",
-                    [r[0] for r in work.recorded.reached],
-                    [r[1] for r in work.recorded.reached])
-                for row in first:
-                    self.metrics.reached.labels(row["trigger"]).inc()
-                    self.metrics.first_delivery_seconds.labels(row["trigger"]).observe(
-                        max(0.0, (row[2] - row["at"]).total_seconds()))
+            for row in await store.reach(con, work.recorded.reached):
+                self.metrics.reached.labels(row["trigger"]).inc()
+                self.metrics.first_delivery_seconds.labels(row["trigger"]).observe(
+                    max(0.0, (row["reached_at"] - row["at"]).total_seconds()))
 
     async def _bounded(self, work: Round, claimed: store.Claimed, now: datetime) -> None:
         async with self._slots:

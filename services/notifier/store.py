@@ -193,7 +193,7 @@ class Recorded:
     attempts: list[AttemptRow]
     results: list[tuple[str, str, str, datetime]]  # (provider, provider msg id, result, at)
     new: list[NewDelivery]
-    reached: list[tuple[str, datetime]]             # (notification_id, at)
+    reached: list[tuple[str, datetime]]             # (notification_id, at): see reach()
     receipts_applied: list[tuple[str, str]]          # (provider, provider msg id)
 
 
@@ -236,12 +236,6 @@ async def record(con: asyncpg.Connection, done: Recorded) -> None:
             *columns(done.results, 4))
     if done.new:
         _deliveries_part(statement, done.new)
-    if done.reached:
-        statement.add(
-            "UPDATE notifications n SET reached_at = u.a"
-            " FROM unnest({}::text[], {}::timestamptz[]) AS u(id, a)"
-            " WHERE n.notification_id = u.id AND n.reached_at IS NULL",
-            *columns(done.reached, 2))
     if done.receipts_applied:
         statement.add(
             "UPDATE receipts r SET applied_at = now()"
@@ -249,6 +243,19 @@ async def record(con: asyncpg.Connection, done: Recorded) -> None:
             " WHERE r.provider = u.p AND r.provider_message_id = u.pid",
             *columns(done.receipts_applied, 2))
     await statement.execute(con)
+
+
+async def reach(con: asyncpg.Connection, reached: Sequence[tuple[str, datetime]]
+                ) -> list[asyncpg.Record]:
+    """Mark notifications reached at their first confirmed delivery; returns the ones this
+    call marked first (trigger, when the change happened, when it was reached)."""
+    if not reached:
+        return []
+    return await con.fetch(
+        "UPDATE notifications n SET reached_at = u.a FROM unnest($1::text[],"
+        " $2::timestamptz[]) AS u(id, a) WHERE n.notification_id = u.id"
+        " AND n.reached_at IS NULL RETURNING n.trigger, n.at, u.a AS reached_at",
+        [r[0] for r in reached], [r[1] for r in reached])
 
 
 # --- receipts ------------------------------------------------------------------------------

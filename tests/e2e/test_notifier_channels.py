@@ -193,6 +193,9 @@ async def test_a_confirmation_reaches_mailbox_sms_wechat_and_the_inbox(channels)
                  if m["openid"] == "oWxReachable0000000000000001"]
     assert "W-CH-1" in wechat["data"].values()
 
+    metrics = f"http://127.0.0.1:{system.port('notifier')}/metrics"
+    await eventually(_async(lambda: 'orderstream_notifier_reached_total{trigger="confirmation"}'
+                            ' 1.0' in _text(metrics)))
     inbox = _get(f"http://127.0.0.1:{system.port('notifier')}/v1/customers/c-ch-1/inbox")
     (message,) = inbox["messages"]
     assert message["status"] == "RESERVED" and "W-CH-1" in message["body"]
