@@ -61,6 +61,8 @@ class NotifyHandler:
         else:
             outcome = domain.on_change(before, event, max_waiting=self.max_waiting)
         for view, change in outcome.told:
+            if domain.trigger_for(change.to_status, view.channel, self.rules) is None:
+                continue  # customers do not hear about this one: no words to look up
             names, tips = self.words([sku for sku, _ in view.lines], view.locale)
             planned = domain.plan(view, change, self.rules, names, tips)
             if planned is None:

@@ -35,8 +35,8 @@ def payload(rendered: Rendered, recipient: str) -> dict[str, Any]:
 
 def plan_row(planned: domain.Planned, templates: Templates) -> PlanRow:
     """Render the message for every channel of the plan (a later failover then only copies
-    its words), create the deliveries of the channels that start now, and write the in-app
-    message as delivered at once."""
+    its words) and create the deliveries of the channels that start now. The in-app message
+    is written to the inbox at once: the inbox row is its delivery record."""
     payloads = {
         channel: payload(templates.render(planned.trigger, channel, planned.locale,
                                           planned.variables), planned.recipients[channel])
@@ -48,10 +48,8 @@ def plan_row(planned: domain.Planned, templates: Templates) -> PlanRow:
             message_id=domain.message_id(planned.order_id, status, channel),
             notification_id=planned.notification_id, order_id=planned.order_id,
             status=status, channel=channel, recipient=planned.recipients[channel],
-            payload=payloads[channel],
-            state="delivered" if channel == domain.INAPP else "pending",
-            due_at=None if channel == domain.INAPP else planned.at)
-        for channel in planned.started)
+            payload=payloads[channel], state="pending", due_at=planned.at)
+        for channel in planned.started if channel != domain.INAPP)
     inapp = payloads[domain.INAPP]
     return PlanRow(
         notification_id=planned.notification_id, order_id=planned.order_id,

@@ -24,7 +24,7 @@ class NewDelivery:
     channel: str
     recipient: str
     payload: dict[str, Any]
-    state: str                      # pending, or delivered for the in-app inbox
+    state: str                      # pending
     due_at: datetime | None
 
 
@@ -62,21 +62,25 @@ def _deliveries_part(statement: Statement, rows: Sequence[NewDelivery]) -> None:
 
 async def write_planned(con: asyncpg.Connection, rows: Sequence[PlanRow]) -> None:
     """Notifications, their first deliveries and in-app messages, in one statement; a
-    replayed batch writes nothing new."""
+    replayed batch writes nothing new. A customer the app alone can reach gets the inbox
+    row only: there is nothing to send, follow up or count in the reach."""
     if not rows:
         return
     statement = Statement()
-    statement.add(
-        "INSERT INTO notifications (notification_id, order_id, customer_id, status, trigger,"
-        " policy, chain, payloads, vip, at, followup_due)"
-        " SELECT n, o, c, s, t, p, string_to_array(ch, ','), pl::jsonb, v, a, f"
-        " FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[],"
-        " {}::text[], {}::text[], {}::boolean[], {}::timestamptz[], {}::timestamptz[])"
-        " AS u(n, o, c, s, t, p, ch, pl, v, a, f) ON CONFLICT DO NOTHING",
-        *columns([(r.notification_id, r.order_id, r.customer_id, r.status, r.trigger,
-                   r.policy, ",".join(r.chain), json.dumps(r.payloads, ensure_ascii=False),
-                   r.vip, r.at, r.followup_due) for r in rows], 11))
-    _deliveries_part(statement, [d for r in rows for d in r.deliveries])
+    sent = [r for r in rows if r.chain]
+    if sent:
+        statement.add(
+            "INSERT INTO notifications (notification_id, order_id, customer_id, status,"
+            " trigger, policy, chain, payloads, vip, at, followup_due)"
+            " SELECT n, o, c, s, t, p, string_to_array(ch, ','), pl::jsonb, v, a, f"
+            " FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[],"
+            " {}::text[], {}::text[], {}::text[], {}::boolean[], {}::timestamptz[],"
+            " {}::timestamptz[]) AS u(n, o, c, s, t, p, ch, pl, v, a, f)"
+            " ON CONFLICT DO NOTHING",
+            *columns([(r.notification_id, r.order_id, r.customer_id, r.status, r.trigger,
+                       r.policy, ",".join(r.chain), json.dumps(r.payloads, ensure_ascii=False),
+                       r.vip, r.at, r.followup_due) for r in sent], 11))
+        _deliveries_part(statement, [d for r in sent for d in r.deliveries])
     inbox = [(r.inbox[0], r.order_id, r.customer_id, r.status, r.inbox[1], r.inbox[2])
              for r in rows if r.inbox is not None]
     if inbox:

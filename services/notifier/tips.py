@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,7 @@ import yaml
 from services.notifier.templates import DEFAULT_LOCALE, LOCALES, resolve_locale
 
 DEFAULT_PATH = Path(__file__).with_name("tips.yaml")
+CACHE_MAX = 100_000
 _FIELDS = ("name", "tip")
 
 
@@ -30,8 +32,19 @@ class Tips:
 
     entries: Mapping[str, Mapping[str, Mapping[str, str]]]  # key -> field -> locale -> text
     default_locale: str = DEFAULT_LOCALE
+    #: (sku, field, locale) -> text: every told change asks, and the prefix search is not free
+    _seen: dict[tuple[str, str, str | None], str | None] = dataclass_field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def _lookup(self, sku: str, field: str, locale: str | None) -> str | None:
+        key = (sku, field, locale)
+        if key not in self._seen:
+            if len(self._seen) > CACHE_MAX:
+                self._seen.clear()
+            self._seen[key] = self._search(sku, field, locale)
+        return self._seen[key]
+
+    def _search(self, sku: str, field: str, locale: str | None) -> str | None:
         # The SKU's own entry first, then prefixes, longest (most specific) first.
         prefixes = sorted((key for key in self.entries
                            if key.endswith("*") and sku.startswith(key[:-1])),

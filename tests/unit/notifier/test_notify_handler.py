@@ -75,7 +75,7 @@ def test_a_confirmation_is_planned_on_every_channel_with_the_inbox_delivered(cat
     assert (row.trigger, row.policy, row.chain) == ("confirmation", "all",
                                                     ("wechat", "sms", "email"))
     assert {d.channel: d.state for d in row.deliveries} == {
-        "wechat": "pending", "sms": "pending", "email": "pending", "inapp": "delivered"}
+        "wechat": "pending", "sms": "pending", "email": "pending"}
     assert row.inbox is not None and "W-1" in row.inbox[2]
     assert set(row.payloads) == {"wechat", "sms", "email", "inapp"}
     assert row.payloads["sms"]["recipient"] == "+8613800138000"
@@ -123,4 +123,4 @@ def test_a_status_customers_do_not_hear_about_writes_nothing(catalogue):
 def test_failover_starts_with_the_first_channel_only(catalogue):
     effects = run(handler(catalogue), {}, order(), change(OrderStatus.PICKED_UP))
     (row,) = effects.rows
-    assert [d.channel for d in row.deliveries] == ["wechat", "inapp"]
+    assert [d.channel for d in row.deliveries] == ["wechat"]
