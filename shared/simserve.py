@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -19,3 +21,15 @@ async def serve(sim: Any, host: str, port: int) -> None:
         await stop.wait()
     finally:
         await sim.stop()
+
+
+def main(name: str, start: Callable[[], Awaitable[None]]) -> int:
+    """A simulator process's entry point: log to stdout, run ``start()`` until stopped; a
+    bad setting (a ValueError from the simulator) exits 2 with its message."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(start())
+    except ValueError as exc:
+        print(f"{name}: {exc}")
+        return 2
+    return 0

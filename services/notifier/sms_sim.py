@@ -55,6 +55,7 @@ from aiohttp import web
 
 from services.notifier.providers import aliyun_sms as ali
 from services.notifier.providers import tencent_sms as tc
+from shared import simserve
 from shared.simserve import serve
 from shared.timeutil import utc_now
 
@@ -1026,13 +1027,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_serve(args))
-    except ValueError as exc:   # bad fault settings
-        print(f"sms_sim: {exc}")
-        return 2
-    return 0
+    return simserve.main("sms_sim", lambda: _serve(args))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from services.notifier.providers.wechat import (
     mask_openid,
     push_signature,
 )
+from shared import simserve
 from shared.simserve import serve
 from shared.timeutil import utc_now
 
@@ -610,13 +611,7 @@ def _split(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_serve(args))
-    except ValueError as exc:  # bad settings
-        print(f"wechat_sim: {exc}")
-        return 2
-    return 0
+    return simserve.main("wechat_sim", lambda: _serve(args))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from services.status.carriers.model import (
     carrier_code,
     normalize_state,
 )
+from shared import simserve
 from shared.simserve import serve
 from shared.timeutil import to_utc, utc_now
 
@@ -538,13 +539,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_serve(args))
-    except ValueError as exc:  # bad fault settings
-        print(f"carrier_sim: {exc}")
-        return 2
-    return 0
+    return simserve.main("carrier_sim", lambda: _serve(args))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
+from shared.httpsession import LazySession
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)
@@ -373,8 +374,7 @@ class AliyunSms:
         self._key_id, self._secret = access_key_id, access_key_secret
         self._sign_name, self._region = sign_name, region
         self._timeout = timeout
-        self._session = session
-        self._owns_session = session is None
+        self._session = LazySession(session)
         self._clock, self._nonce = clock, nonce
 
     async def send(self, message: Outgoing) -> SendResult:
@@ -435,7 +435,7 @@ class AliyunSms:
 
     async def _call(self, params: dict[str, str]) -> tuple[int, bytes, str | None]:
         params["Signature"] = sign(params, self._secret, "POST")
-        session = self._get_session()
+        session = self._session.get()
         async with asyncio.timeout(self._timeout):
             async with session.post(self._url, data=params) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
@@ -447,14 +447,5 @@ class AliyunSms:
                  mask_phone(message.recipient), message.template, outcome, result.code,
                  result.provider_message_id)
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop (aiohttp refuses otherwise).
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
-        return self._session
-
     async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._session.close()

@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
+from shared.httpsession import LazySession
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)
@@ -386,8 +387,7 @@ class TencentSms:
         self._secret_id, self._secret_key = secret_id, secret_key
         self._app, self._sign_name, self._region = sdk_app_id, sign_name, region
         self._timeout = timeout
-        self._session = session
-        self._owns_session = session is None
+        self._session = LazySession(session)
         self._clock = clock
 
     async def send(self, message: Outgoing) -> SendResult:
@@ -436,7 +436,7 @@ class TencentSms:
         headers = request_headers(action, payload, host=self._host, secret_id=self._secret_id,
                                   secret_key=self._secret_key, at=self._clock(),
                                   region=self._region)
-        session = self._get_session()
+        session = self._session.get()
         async with asyncio.timeout(self._timeout):
             async with session.post(self._url, data=payload, headers=headers) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
@@ -448,14 +448,5 @@ class TencentSms:
                  mask_phone(message.recipient), message.template, outcome, result.code,
                  result.provider_message_id)
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop (aiohttp refuses otherwise).
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
-        return self._session
-
     async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._session.close()

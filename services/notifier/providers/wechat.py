@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
+from shared.httpsession import LazySession
 from shared.timeutil import utc_now
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,7 @@ class WeChatTemplate:
         self._secret = app_secret
         self.timeout = timeout
         self._clock = clock
-        self._session = session
-        self._own_session = session is None
+        self._session = LazySession(session)
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()  # one fetch at a time; the others wait for it
 
@@ -352,9 +352,7 @@ class WeChatTemplate:
         return True
 
     async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._session.close()
 
     # --- token ---------------------------------------------------------------------------
 
@@ -449,10 +447,8 @@ class WeChatTemplate:
         """POST JSON; (status, decoded JSON or None for a non-200). Raw UTF-8, not \\u
         escapes, as the SDKs send it; the body is decoded whatever its Content-Type says.
         The caller's deadline (``asyncio.timeout_at``) bounds it."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        async with self._session.post(
+        async with self._session.get().post(
                 self.base_url + path, params=params, data=data,
                 headers={"Content-Type": "application/json; charset=utf-8"}) as resp:
             raw = await resp.read()

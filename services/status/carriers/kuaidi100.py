@@ -50,6 +50,7 @@ from services.status.carriers.model import (
     normalize_state,
     state_for_name,
 )
+from shared.httpsession import LazySession
 from shared.timeutil import localize
 
 log = logging.getLogger(__name__)
@@ -362,8 +363,7 @@ class Kuaidi100Client:
         self._customer = customer
         self._key = key
         self._timeout = timeout
-        self._session = session
-        self._owns_session = session is None
+        self._session = LazySession(session)
 
     async def track(self, carrier: str, tracking_number: str,
                     phone: str | None = None) -> list[Scan]:
@@ -378,7 +378,7 @@ class Kuaidi100Client:
     async def _track(self, carrier: str, tracking_number: str,
                      phone: str | None) -> list[Scan]:
         form = query_form(self._customer, self._key, carrier, tracking_number, phone)
-        session = self._get_session()
+        session = self._session.get()
         try:
             async with asyncio.timeout(self._timeout):
                 async with session.post(self._url, data=form) as resp:
@@ -402,14 +402,5 @@ class Kuaidi100Client:
             exc.retry_after = retry_after_seconds(retry_after)
             raise
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop (aiohttp refuses otherwise).
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
-        return self._session
-
     async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._session.close()
