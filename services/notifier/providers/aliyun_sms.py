@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
+from services.notifier.providers.unanswered import unanswered
 from shared.httpsession import LazySession
 from shared.timeutil import to_utc, utc_now
 
@@ -382,13 +383,8 @@ class AliyunSms:
                              at=self._clock(), nonce=self._nonce(), region=self._region)
         try:
             status, body, retry_after = await self._call(params)
-        except TimeoutError:
-            result = SendResult(NAME, False, "timeout", f"no answer within {self._timeout:g}s",
-                                F.UNKNOWN)
-        except aiohttp.ClientConnectorError as exc:   # never reached Aliyun: nothing went
-            result = SendResult(NAME, False, "connect_error", repr(exc)[:200], F.TRANSIENT)
-        except (aiohttp.ClientError, OSError) as exc:  # cut after sending: it may have gone
-            result = SendResult(NAME, False, "connection_lost", repr(exc)[:200], F.UNKNOWN)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            result = unanswered(NAME, exc, self._timeout)
         else:
             result = send_result(status, body, retry_after)
         self._log(message, result)

@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
+from services.notifier.providers.unanswered import unanswered
 from shared.httpsession import LazySession
 from shared.timeutil import to_utc, utc_now
 
@@ -394,13 +395,8 @@ class TencentSms:
         body = send_body(message, sdk_app_id=self._app, sign_name=self._sign_name)
         try:
             status, answer, retry_after = await self._call("SendSms", body)
-        except TimeoutError:
-            result = SendResult(NAME, False, "timeout", f"no answer within {self._timeout:g}s",
-                                F.UNKNOWN)
-        except aiohttp.ClientConnectorError as exc:   # never reached Tencent: nothing went
-            result = SendResult(NAME, False, "connect_error", repr(exc)[:200], F.TRANSIENT)
-        except (aiohttp.ClientError, OSError) as exc:  # cut after sending: it may have gone
-            result = SendResult(NAME, False, "connection_lost", repr(exc)[:200], F.UNKNOWN)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            result = unanswered(NAME, exc, self._timeout)
         else:
             result = send_result(status, answer, retry_after)
         self._log(message, result)
