@@ -15,7 +15,8 @@ and commits the batch's offsets once every record it produced is acknowledged:
 - inventory: each command on ``inventory.commands`` -> one ``inventory.events`` record
   (keyed by order); one ``stock.levels`` record per SKU reserved or adjusted in the batch;
   ``stock.adjustments`` are read too;
-- notifier: RESERVED / REJECTED on ``orders.status`` -> one ``notifications.outcomes``.
+- notifier: ``orders.submitted`` is read too (the notifier keeps its projection of orders
+  from it); RESERVED / REJECTED on ``orders.status`` -> one ``notifications.outcomes``.
 
 Nothing is decoded: the harness puts the order's SKUs (``k``, space-separated) and paid
 flag (``p``) in headers of the ``orders.raw`` record, and every hop passes them on, with
@@ -58,7 +59,7 @@ ROLES = {
     "ingestion": (ORDERS_RAW,),
     "status": (ORDERS_SUBMITTED, INVENTORY_EVENTS),
     "inventory": (INVENTORY_COMMANDS, STOCK_ADJUSTMENTS),
-    "notifier": (ORDERS_STATUS,),
+    "notifier": (ORDERS_SUBMITTED, ORDERS_STATUS),
 }
 BATCH_MAX = 2000
 #: padding per value, so each relay record is about as large as the real event it stands for
@@ -177,7 +178,8 @@ class Relay:
         levels.add(r.key)  # every command is a reserve
 
     async def _notifier(self, topic: str, r: ConsumerRecord, levels: set[bytes]) -> None:
-        if any(k == "s" and v in (b"RESERVED", b"REJECTED") for k, v in r.headers):
+        if topic == ORDERS_STATUS and any(k == "s" and v in (b"RESERVED", b"REJECTED")
+                                          for k, v in r.headers):
             await self.send(NOTIFICATIONS_OUTCOMES, r.key, _body(b"order_id", r.key, "outcome"))
 
 
