@@ -12,7 +12,8 @@ work each service does per order, with the services' own code:
   per line and one ``OrderStatusChanged`` per change (SUBMITTED, RESERVED, and PAID when
   paid) built and encoded;
 - inventory: each ``ReserveStock`` decoded, its ``StockReserved`` built and encoded;
-- notifier: each ``OrderStatusChanged`` decoded.
+- notifier: the ``OrderSubmitted`` (for its projection) and each ``OrderStatusChanged``
+  decoded.
 
 Then, from a flow result file (``--flow``, default ``bench/results/flow.json``), it prints
 the budget: the CPU per 1,000 orders that the parts outside the services take (broker,
@@ -122,6 +123,8 @@ def measure(count: int, seed: int) -> dict[str, float]:
                 codec.encode(answer)
 
     def notifier() -> None:
+        for data in submitted_bytes:
+            codec.decode(ORDERS_SUBMITTED, data)
         for data in change_bytes:
             codec.decode(ORDERS_STATUS, data)
 
