@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -203,6 +204,24 @@ async def test_a_confirmation_reaches_mailbox_sms_wechat_and_the_inbox(channels)
     assert _post(f"{base}/c-ch-1/inbox/{message['message_id']}/read")[0] == 200
     assert _get(f"{base}/c-ch-1/inbox")["messages"][0]["read_at"] is not None
     assert _post(f"{base}/someone-else/inbox/{message['message_id']}/read")[0] == 404
+
+    # A replay of the order and its change sends nothing again. A later change of the same
+    # order comes after the replay on the same partition: once it is told, the replay was
+    # read too.
+    await _order(system, 1, phone="13800138001", email="wang@example.com",
+                 openid="oWxReachable0000000000000001")
+    await _change(system, order_id, 1, OrderStatus.RESERVED)
+    await _change(system, order_id, 1, OrderStatus.OUT_FOR_DELIVERY)
+    await collect(system.conn, NOTIFICATIONS_OUTCOMES, lambda seen: any(
+        s["order_id"] == order_id and s["status"] == "OUT_FOR_DELIVERY"
+        and s["event_type"] == "NotificationDelivered" and s["channel"] == "wechat"
+        for s in seen))
+    assert len([m for p in ("aliyun", "tencent") for m in _get(f"{sims[p]}/sim/messages")
+                if m["phone"] == "+8613800138001"]) == 1
+    assert len([m for m in channels.mailbox.messages if m["To"] == "wang@example.com"]) == 1
+    told = Counter(m["template_id"] for m in _get(f"{sims['wechat']}/sim/messages")
+                   if m["openid"] == "oWxReachable0000000000000001")
+    assert sorted(told.values()) == [1, 1]  # the confirmation once, then the new status
 
 
 async def test_a_vip_no_channel_can_reach_gets_a_follow_up_after_every_failover(
