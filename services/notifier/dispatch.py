@@ -178,9 +178,13 @@ class Step:
 
 def after_send(channel: str, provider: str, result: SendResult, attempts: int,
                done: Sequence[str], message_id: str, settings: Settings,
-               breakers: Mapping[str, Breaker], now: datetime) -> Step:
+               breakers: Mapping[str, Breaker], now: datetime, *,
+               next_channel_waits: bool = False) -> Step:
     """The step after try number ``attempts`` (1-based) of ``message_id`` on ``provider``.
-    ``breakers`` already hold this answer (see :meth:`Breaker.record`)."""
+    ``breakers`` already hold this answer (see :meth:`Breaker.record`).
+    ``next_channel_waits``: a failover policy has another channel for the message, which
+    takes over at once when no provider of this one can send now, instead of waiting for a
+    resting provider."""
     done = tuple(done)
     if result.accepted:
         if result.delivered:
@@ -203,7 +207,7 @@ def after_send(channel: str, provider: str, result: SendResult, attempts: int,
     if other is not None:
         return Step("pending", now, done, reason, alert=alert,
                     unknown=failure == Failure.UNKNOWN)
-    later = resting(channel, done, settings, breakers, now)
+    later = None if next_channel_waits else resting(channel, done, settings, breakers, now)
     if later is not None and attempts < settings.max_attempts * 3:
         return Step("pending", later, done, reason, alert=alert,
                     unknown=failure == Failure.UNKNOWN)

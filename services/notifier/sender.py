@@ -158,7 +158,8 @@ class Dispatcher:
             return
         provider = self._provider_for(c, now)
         if provider is None:
-            later = dispatch.resting(c.channel, c.done, self.rules, self.breakers, now)
+            later = (None if _can_fail_over(c) else
+                     dispatch.resting(c.channel, c.done, self.rules, self.breakers, now))
             if later is not None:
                 self._update(work, c, "pending", later, c.provider, c.done, False, None,
                              "resting", now)
@@ -194,7 +195,8 @@ class Dispatcher:
         breaker.record(result, now, self.rules)
         self._observe_send(c.channel, name, result)
         step = dispatch.after_send(c.channel, name, result, attempt, c.done, c.message_id,
-                                   self.rules, self.breakers, now)
+                                   self.rules, self.breakers, now,
+                                   next_channel_waits=_can_fail_over(c))
         work.outcomes.append((c.order_id, NotificationAttempted(
             event_id=derive_id("attempt", c.message_id, attempt),
             correlation_id=c.order_id, order_id=c.order_id, status=OrderStatus(c.status),
@@ -362,12 +364,9 @@ class Dispatcher:
             self._failover(work, c, reason, now)
 
     def _failover(self, work: Round, c: store.Claimed, reason: str, now: datetime) -> None:
-        if c.policy != "failover" or c.channel not in c.chain:
+        target = _next_channel(c)
+        if target is None:
             return
-        later = c.chain[c.chain.index(c.channel) + 1:]
-        if not later:
-            return
-        target = later[0]
         work.recorded.new.append(compose.failover_delivery(
             c.notification_id, c.order_id, c.status, target, c.payloads, now))
         self.metrics.failovers.labels(c.channel, target, reason.split(":")[0]).inc()
@@ -501,8 +500,13 @@ class Dispatcher:
         self.metrics.alerts.labels("vip_followup").inc(len(alerts))
 
 
-def as_receipt_rows(receipts: list[Receipt]) -> list[tuple[str, str, str | None, bool, str,
-                                                           str, datetime]]:
-    return [(r.provider, r.provider_message_id, r.message_id, r.delivered, r.code[:64],
-             r.detail[:300], r.at) for r in receipts]
+def _next_channel(c: store.Claimed) -> str | None:
+    """The channel a failover policy moves to after this delivery's (the chain's channels
+    get their deliveries in order, so every one up to this is taken)."""
+    if c.policy != "failover" or c.channel not in c.chain:
+        return None
+    return dispatch.next_channel(c.chain, c.chain[:c.chain.index(c.channel) + 1])
 
+
+def _can_fail_over(c: store.Claimed) -> bool:
+    return _next_channel(c) is not None

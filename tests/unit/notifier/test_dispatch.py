@@ -114,6 +114,13 @@ def test_a_provider_that_only_rests_is_waited_for() -> None:
     assert (got.state, got.due_at) == ("pending", NOW + timedelta(seconds=40))
 
 
+def test_with_a_next_channel_a_failover_policy_does_not_wait_for_a_resting_provider() -> None:
+    resting = dispatch.Breaker(paused_until=NOW + timedelta(seconds=40))
+    got = dispatch.after_send("sms", "aliyun", answer(Failure.THROTTLED), 1, (), "m-1",
+                              SETTINGS, {"tencent": resting}, NOW, next_channel_waits=True)
+    assert (got.state, got.failover) == ("failed", True)
+
+
 def test_receipts() -> None:
     ok = Receipt("aliyun", "biz-1", True, "DELIVERED", "", NOW)
     bad = Receipt("aliyun", "biz-1", False, "MK:0001", "", NOW)
