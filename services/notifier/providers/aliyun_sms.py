@@ -20,7 +20,6 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -29,7 +28,7 @@ import aiohttp
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
 from services.notifier.providers.unanswered import unanswered
-from shared.httpsession import LazySession
+from shared.httpsession import LazySession, retry_after_seconds
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)
@@ -244,20 +243,6 @@ def _detail(answer: Mapping[str, Any] | None, body: bytes) -> str:
     # SignatureDoesNotMatch echoes the whole string to sign: phone numbers, parameters.
     return text.split(" server string to sign is:")[0][:200]
 
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """An HTTP Retry-After (seconds or an HTTP date) in seconds, or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        when = to_utc(parsedate_to_datetime(value.strip()))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or utc_now())).total_seconds())
 
 
 def failure_for(code: str, status: int = 200) -> Failure:

@@ -16,7 +16,6 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -25,7 +24,7 @@ from yarl import URL
 
 from services.notifier.providers.base import Failure, Outgoing, Receipt, SendResult, classify
 from services.notifier.providers.unanswered import unanswered
-from shared.httpsession import LazySession
+from shared.httpsession import LazySession, retry_after_seconds
 from shared.timeutil import to_utc, utc_now
 
 log = logging.getLogger(__name__)
@@ -238,20 +237,6 @@ def _response(body: bytes) -> dict[str, Any] | None:
     inner = value.get("Response") if isinstance(value, dict) else None
     return inner if isinstance(inner, dict) else None
 
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """An HTTP Retry-After (seconds or an HTTP date) in seconds, or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        when = to_utc(parsedate_to_datetime(value.strip()))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or utc_now())).total_seconds())
 
 
 def failure_for(code: str) -> Failure:

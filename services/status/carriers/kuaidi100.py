@@ -26,7 +26,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -50,7 +49,7 @@ from services.status.carriers.model import (
     normalize_state,
     state_for_name,
 )
-from shared.httpsession import LazySession
+from shared.httpsession import LazySession, retry_after_seconds
 from shared.timeutil import localize
 
 log = logging.getLogger(__name__)
@@ -334,23 +333,6 @@ def parse_push(form: Mapping[str, str], salt: str) -> tuple[str, str, list[Scan]
 
 # --- HTTP client -------------------------------------------------------------------------
 
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """An HTTP Retry-After header (delta-seconds or an HTTP date) in seconds, or None."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class Kuaidi100Client:
